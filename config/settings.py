@@ -1,0 +1,349 @@
+"""The one typed, frozen, validated configuration of the app.
+
+Built once, in app.py, from three layers (later wins): cdk.json's context (the defaults, i.e.
+the seed's final state), an optional YAML file given with `-c config=FILE.yaml`, and `-c key=value`
+overrides. Every check runs here, before any construct exists; each failure is a ConfigError that
+names the key, the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from . import instances
+from .errors import ConfigError
+from .kubernetes import KubernetesRelease, release_for
+from .topology import Topology, check_cidr, check_dns_label, check_int, parse_topology, parse_weights
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REGION = "us-west-1"
+
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_DOMAIN_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(role|user|assumed-role)/[\w+=,.@/-]+$")
+_STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
+# CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+ENDPOINT_ACCESS = ("public", "private", "public_and_private")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    vpc_cidr: str
+    max_azs: int
+    availability_zones: tuple[str, ...]
+    nat_gateways: int
+    flow_log_retention_days: int
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    kubernetes: KubernetesRelease
+    auto_mode: bool
+    instance_type: str
+    max_pods_per_node: int
+    desired_nodes: int
+    min_nodes: int
+    max_nodes: int
+    endpoint_access: Literal["public", "private", "public_and_private"]
+    endpoint_public_cidrs: tuple[str, ...]
+    admin_principal_arn: str | None
+    log_retention_days: int
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    hosted_zone: str
+    cloud_map_namespace: str
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    mesh_name: str
+    namespace: str
+    topology: Topology
+    services_per_stack: int
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    account: str | None
+    region: str
+    stack_prefix: str
+    network: NetworkConfig
+    cluster: ClusterConfig
+    discovery: DiscoveryConfig
+    mesh: MeshConfig
+
+
+# Keys accepted at the top level of the context, the config file and `-c`.
+KNOWN_KEYS = {
+    "config",
+    "account",
+    "region",
+    "stack_prefix",
+    "vpc_cidr",
+    "max_azs",
+    "availability_zones",
+    "nat_gateways",
+    "flow_log_retention_days",
+    "cluster_name",
+    "kubernetes_version",
+    "auto_mode",
+    "node_instance_type",
+    "node_max_pods",
+    "node_desired",
+    "node_min",
+    "node_max",
+    "endpoint_access",
+    "endpoint_public_cidrs",
+    "admin_principal_arn",
+    "log_retention_days",
+    "hosted_zone",
+    "cloud_map_namespace",
+    "mesh_name",
+    "namespace",
+    "services_per_stack",
+    "topology",
+}
+# `-c weights.<virtual service>=svc:w,svc:w` shifts a canary without editing the topology.
+WEIGHTS_PREFIX = "weights."
+
+
+def suggest(name: str, candidates: set[str] | list[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def is_cdk_internal(key: str) -> bool:
+    """Feature flags (`@aws-cdk/...`) and toolkit keys (`aws:cdk:...`) are not ours to check."""
+    return key.startswith("@") or ":" in key
+
+
+def merge_layers(
+    defaults: Mapping[str, Any],
+    context: Mapping[str, Any],
+    project_root: Path = PROJECT_ROOT,
+) -> dict[str, Any]:
+    """cdk.json defaults < config file < `-c` overrides.
+
+    CDK hands the app one merged context; a key counts as a `-c` override when its value differs
+    from cdk.json's, which is what lets a config file sit between the two.
+    """
+    defaults = {k: v for k, v in defaults.items() if not is_cdk_internal(k)}
+    context = {k: v for k, v in context.items() if not is_cdk_internal(k)}
+    overrides = {k: v for k, v in context.items() if k not in defaults or defaults[k] != v}
+    merged = dict(defaults)
+    config_file = context.get("config")
+    if config_file:
+        merged.update(load_config_file(config_file, project_root))
+    merged.update(overrides)
+    merged.pop("config", None)
+    return merged
+
+
+def load_config_file(path_value: Any, project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    path = Path(str(path_value))
+    # Relative paths are relative to the project (where cdk.json is), not the shell's cwd.
+    if not path.is_absolute():
+        path = project_root / path
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("config", str(path_value), f"file not found (looked for {path})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError("config", str(path_value), f"is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", str(path_value), "the file must hold a YAML mapping of setting: value")
+    return data
+
+
+def build_config(values: Mapping[str, Any], environ: Mapping[str, str]) -> AppConfig:
+    """Validate the merged settings into an AppConfig. Raises ConfigError on the first problem."""
+    for key, value in values.items():
+        if key.startswith(WEIGHTS_PREFIX):
+            continue
+        if key not in KNOWN_KEYS:
+            raise ConfigError(key, value, f"unknown setting{suggest(key, KNOWN_KEYS)}; see the configuration table in README.md")
+
+    account = values.get("account") or environ.get("CDK_DEFAULT_ACCOUNT") or None
+    if account is not None and not _ACCOUNT.match(str(account)):
+        raise ConfigError("account", account, "must be a 12-digit AWS account id")
+    region = values.get("region") or environ.get("CDK_DEFAULT_REGION") or DEFAULT_REGION
+    if not isinstance(region, str) or not _REGION.match(region):
+        raise ConfigError("region", region, "must be an AWS region code such as us-west-1 or eu-central-1")
+    stack_prefix = values.get("stack_prefix", "AppMesh")
+    if not isinstance(stack_prefix, str) or not _STACK_PREFIX.match(stack_prefix):
+        raise ConfigError("stack_prefix", stack_prefix, "must start with a letter and hold only letters, digits and '-', up to 40 characters")
+
+    topology = _topology_with_weights(values)
+    network = _network(values, region)
+    cluster = _cluster(values, topology)
+    discovery = DiscoveryConfig(
+        hosted_zone=_domain("hosted_zone", values.get("hosted_zone", "appmeshworkshop.hosted.local")),
+        cloud_map_namespace=_domain("cloud_map_namespace", values.get("cloud_map_namespace", "appmesh.pvt.local")),
+    )
+    if discovery.hosted_zone == discovery.cloud_map_namespace:
+        raise ConfigError("cloud_map_namespace", discovery.cloud_map_namespace, "must differ from hosted_zone (both create a private zone for the name)")
+    mesh = MeshConfig(
+        mesh_name=check_dns_label("mesh_name", values.get("mesh_name", "app-mesh")),
+        namespace=check_dns_label("namespace", values.get("namespace", "lab-appmesh")),
+        topology=topology,
+        services_per_stack=check_int("services_per_stack", values.get("services_per_stack", 40), 1, 80),
+    )
+    return AppConfig(account, region, stack_prefix, network, cluster, discovery, mesh)
+
+
+def _topology_with_weights(values: Mapping[str, Any]) -> Topology:
+    raw = values.get("topology")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ConfigError("topology", raw, "must be a mapping (in cdk.json or a config file) or a JSON object") from None
+    if raw is None:
+        raise ConfigError("topology", raw, "is missing; cdk.json defines the default topology")
+    raw = json.loads(json.dumps(raw))  # a private deep copy we may edit
+    for key, value in values.items():
+        if not key.startswith(WEIGHTS_PREFIX):
+            continue
+        name = key[len(WEIGHTS_PREFIX):]
+        virtual_services = raw.get("virtual_services") or {}
+        if name not in virtual_services:
+            raise ConfigError(key, value, f"no virtual service {name!r}; defined: {', '.join(sorted(virtual_services)) or '(none)'}")
+        routes = virtual_services[name].get("routes") or []
+        if len(routes) != 1:
+            raise ConfigError(key, value, f"virtual service {name!r} has {len(routes)} routes; set their weights in the topology instead")
+        routes[0]["targets"] = dict(parse_weights(key, value))
+    return parse_topology(raw)
+
+
+def _network(values: Mapping[str, Any], region: str) -> NetworkConfig:
+    vpc_cidr = check_cidr("vpc_cidr", values.get("vpc_cidr", "10.0.0.0/16"))
+    prefix = int(vpc_cidr.split("/")[1])
+    if not 16 <= prefix <= 20:
+        raise ConfigError("vpc_cidr", vpc_cidr, "use a /16 to /20 block: EKS needs room for pod IPs in every subnet")
+    zones = tuple(str(z) for z in _list(values.get("availability_zones")))
+    for zone in zones:
+        if not re.match(rf"^{re.escape(region)}[a-z]$", zone):
+            raise ConfigError("availability_zones", zone, f"must be zones of region {region}, e.g. {region}a")
+    max_azs = check_int("max_azs", values.get("max_azs", len(zones) or 2), 2, 6)
+    if zones and len(zones) != max_azs:
+        raise ConfigError("max_azs", max_azs, f"must equal the number of availability_zones given ({len(zones)})")
+    if not zones and max_azs > 2:
+        # Without an account, CDK cannot look up a region's zones (that needs credentials), and
+        # an environment-agnostic VPC spans 2; naming the zones keeps synth offline.
+        raise ConfigError("max_azs", max_azs, f"more than 2 zones needs availability_zones listed explicitly, e.g. [{region}a, {region}b, {region}c]")
+    nat = check_int("nat_gateways", values.get("nat_gateways", 1), 0, max_azs)
+    if nat == 0:
+        raise ConfigError("nat_gateways", nat, f"nodes in private subnets need a NAT gateway to pull images; use 1 to {max_azs}")
+    return NetworkConfig(vpc_cidr, max_azs, zones, nat, _retention("flow_log_retention_days", values.get("flow_log_retention_days", 30)))
+
+
+def _cluster(values: Mapping[str, Any], topology: Topology) -> ClusterConfig:
+    release = release_for(str(values.get("kubernetes_version", "1.35")))
+    auto_mode = _bool("auto_mode", values.get("auto_mode", False))
+    desired = check_int("node_desired", values.get("node_desired", 3), 1, 100)
+    minimum = check_int("node_min", values.get("node_min", 1), 1, 100)
+    maximum = check_int("node_max", values.get("node_max", 4), 1, 100)
+    if not minimum <= desired <= maximum:
+        raise ConfigError("node_desired", desired, f"node counts must satisfy 1 <= node_min ({minimum}) <= node_desired ({desired}) <= node_max ({maximum})")
+    instance_type = values.get("node_instance_type", "m5.large")
+    if not isinstance(instance_type, str) or not re.match(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", instance_type):
+        raise ConfigError("node_instance_type", instance_type, "must be an EC2 instance type such as m5.large")
+    max_pods_raw = values.get("node_max_pods")
+    if max_pods_raw is not None:
+        max_pods = check_int("node_max_pods", max_pods_raw, 1, 737)
+    elif instance_type in instances.MAX_PODS:
+        max_pods = instances.MAX_PODS[instance_type]
+    elif auto_mode:
+        max_pods = 110  # Auto Mode picks the instances; the pod check does not apply.
+    else:
+        raise ConfigError(
+            "node_instance_type",
+            instance_type,
+            f"its pod capacity is not in config/instances.py; set node_max_pods to the type's max pods, or use one of {', '.join(sorted(instances.MAX_PODS))}",
+        )
+    if not auto_mode:
+        needed = pods_per_node(topology, desired)
+        if needed > max_pods:
+            raise ConfigError(
+                "node_instance_type",
+                instance_type,
+                f"holds {max_pods} pods per node but {needed} are needed with {desired} nodes "
+                f"({instances.DAEMONSET_PODS_PER_NODE} DaemonSet pods per node plus the workload and platform pods spread over the nodes); "
+                "choose a larger type (m5.large holds 29) or raise node_desired",
+            )
+    endpoint_access = values.get("endpoint_access", "public_and_private")
+    if endpoint_access not in ENDPOINT_ACCESS:
+        raise ConfigError("endpoint_access", endpoint_access, f"must be one of {', '.join(ENDPOINT_ACCESS)}")
+    public_cidrs = tuple(check_cidr("endpoint_public_cidrs", c) for c in _list(values.get("endpoint_public_cidrs")))
+    if public_cidrs and endpoint_access == "private":
+        raise ConfigError("endpoint_public_cidrs", list(public_cidrs), "has no effect with endpoint_access=private; remove it or allow public access")
+    admin = values.get("admin_principal_arn") or None
+    if admin is not None and not _ROLE_ARN.match(str(admin)):
+        raise ConfigError("admin_principal_arn", admin, "must be an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/Admin")
+    return ClusterConfig(
+        name=check_dns_label("cluster_name", values.get("cluster_name", "app-mesh"), 100),
+        kubernetes=release,
+        auto_mode=auto_mode,
+        instance_type=instance_type,
+        max_pods_per_node=max_pods,
+        desired_nodes=desired,
+        min_nodes=minimum,
+        max_nodes=maximum,
+        endpoint_access=endpoint_access,
+        endpoint_public_cidrs=public_cidrs,
+        admin_principal_arn=admin,
+        log_retention_days=_retention("log_retention_days", values.get("log_retention_days", 30)),
+    )
+
+
+def pods_per_node(topology: Topology, nodes: int) -> int:
+    """Pods the busiest node must hold when the scheduler spreads the workload evenly."""
+    spread = sum(s.replicas for s in topology.services) + instances.PLATFORM_PODS
+    if topology.gateway:
+        spread += topology.gateway.replicas
+    return math.ceil(spread / nodes) + instances.DAEMONSET_PODS_PER_NODE
+
+
+def _domain(key: str, value: Any) -> str:
+    labels = value.split(".") if isinstance(value, str) else []
+    if len(labels) < 2 or len(value) > 253 or not all(_DOMAIN_LABEL.match(label) and len(label) <= 63 for label in labels):
+        raise ConfigError(key, value, "must be a lower-case DNS domain name of at least two labels, e.g. appmesh.pvt.local")
+    return str(value)
+
+
+def _retention(key: str, value: Any) -> int:
+    days = check_int(key, value, 1, 3653)
+    if days not in LOG_RETENTION_DAYS:
+        raise ConfigError(key, value, f"CloudWatch Logs accepts only {', '.join(map(str, LOG_RETENTION_DAYS))} days")
+    return days
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(key, value, "must be true or false")
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]

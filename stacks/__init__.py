@@ -1,0 +1,1 @@
+"""Thin deployable units; each composes constructs from components/."""

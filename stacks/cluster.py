@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import aws_ec2 as ec2, Stack
+from constructs import Construct
+
+from components.cluster import MeshCluster
+from config.settings import ClusterConfig
+
+
+class ClusterStack(Stack):
+    """EKS: control plane, nodes, kubectl provider."""
+
+    def __init__(self, scope: Construct, id: str, *, config: ClusterConfig, vpc: ec2.IVpc, **kwargs: Any) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.mesh_cluster = MeshCluster(self, "Eks", config=config, vpc=vpc)
+        self.cluster = self.mesh_cluster.cluster

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Stack, aws_eks_v2 as eks
+from constructs import Construct
+
+from components.appmesh_controller import AppMeshController
+from components.discovery import ServiceDiscovery
+from components.observability import ContainerLogs
+from config.settings import AppConfig
+
+
+class MeshPlatformStack(Stack):
+    """What the mesh runs on: the App Mesh controller, the application namespace, container logs."""
+
+    def __init__(self, scope: Construct, id: str, *, config: AppConfig, cluster: eks.ICluster, discovery: ServiceDiscovery, **kwargs: Any) -> None:
+        super().__init__(scope, id, **kwargs)
+        mesh = config.mesh
+        self.controller = AppMeshController(
+            self,
+            "AppMeshController",
+            cluster=cluster,
+            region=config.region,
+            mesh_name=mesh.mesh_name,
+            cloud_map_namespace_arn=discovery.namespace.namespace_arn,
+            cloud_map_zone_id=discovery.namespace.namespace_hosted_zone_id,
+        )
+        labels = {"mesh": mesh.mesh_name, "appmesh.k8s.aws/sidecarInjectorWebhook": "enabled"}
+        if mesh.topology.gateway:
+            labels["gateway"] = mesh.topology.gateway.name
+        self.namespace = self.controller.add_mesh_namespace("MeshNamespace", cluster=cluster, name=mesh.namespace, labels=labels)
+        self.container_logs = ContainerLogs(
+            self, "ContainerLogs", cluster=cluster, cluster_name=config.cluster.name, retention_days=config.cluster.log_retention_days
+        )

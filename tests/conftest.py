@@ -1,0 +1,91 @@
+"""Shared fixtures: the app is built the way `cdk synth` builds it (cdk.json context), once."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+SHARED_SCHEMAS = PROJECT_ROOT.parent / "shared" / "schemas"
+
+from app import use_venv_node  # noqa: E402
+
+use_venv_node()
+
+
+def cdk_json_context() -> dict[str, Any]:
+    return json.loads((PROJECT_ROOT / "cdk.json").read_text())["context"]  # type: ignore[no-any-return]
+
+
+@dataclass
+class Synthesized:
+    app: Any
+    application: Any
+    outdir: Path
+    error: Exception | None
+
+    def template(self, stack: Any) -> Any:
+        from aws_cdk.assertions import Template
+
+        return Template.from_stack(stack)
+
+    def template_json(self, stack: Any) -> dict[str, Any]:
+        return json.loads((self.outdir / stack.template_file).read_text())  # type: ignore[no-any-return]
+
+
+def synthesize(
+    outdir: Path,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    nag: bool = False,
+) -> Synthesized:
+    """Build and synthesize the app with cdk.json's context plus `-c`-style overrides."""
+    import aws_cdk as cdk
+
+    from config import build_config, merge_layers
+    from stacks.application import build_application
+
+    defaults = cdk_json_context()
+    context = {**defaults, **(overrides or {})}
+    app = cdk.App(context=context, outdir=str(outdir))
+    if nag:
+        from cdk_nag import AwsSolutionsChecks
+
+        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    application = build_application(app, build_config(merge_layers(defaults, context, PROJECT_ROOT), environ or {}))
+    error = None
+    try:
+        app.synth()
+    except Exception as exc:  # nag failures surface here; the nag test reads the report
+        error = exc
+    return Synthesized(app, application, outdir, error)
+
+
+@pytest.fixture(scope="session")
+def default_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("cdk-default"), nag=True)
+
+
+@pytest.fixture(scope="session")
+def application(default_synth: Synthesized) -> Any:
+    return default_synth.application
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def normalize_template(template: dict[str, Any]) -> dict[str, Any]:
+    """Asset hashes change with every dependency bump; the rest of the template must not."""
+    text = _HASH.sub("<asset-hash>", json.dumps(template, sort_keys=True))
+    data = json.loads(text)
+    data.get("Parameters", {}).pop("BootstrapVersion", None)
+    data.get("Rules", {}).pop("CheckBootstrapVersion", None)
+    return data  # type: ignore[no-any-return]

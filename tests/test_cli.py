@@ -1,0 +1,42 @@
+"""The app as `cdk synth` runs it: bad config is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+
+def run_app(tmp_path: Path, *context: str) -> subprocess.CompletedProcess[str]:
+    """Run app.py the way the CDK CLI does: context in CDK_CONTEXT_JSON, output in CDK_OUTDIR."""
+    import json
+
+    defaults = json.loads((PROJECT_ROOT / "cdk.json").read_text())["context"]
+    for pair in context:
+        key, _, value = pair.partition("=")
+        defaults[key] = value
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDK_")}
+    env.update({"CDK_CONTEXT_JSON": json.dumps(defaults), "CDK_OUTDIR": str(tmp_path)})
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "app.py")], capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("kubernetes_version=1.25", "config error: kubernetes_version='1.25': Kubernetes 1.25 is past the end of EKS support"),
+        ("node_instance_type=t2.micro", "config error: node_instance_type='t2.micro': holds 4 pods per node"),
+        ("clustr_name=x", "config error: clustr_name='x': unknown setting (did you mean cluster_name?)"),
+    ],
+)
+def test_invalid_config_prints_one_line_and_writes_nothing(tmp_path: Path, setting: str, message: str) -> None:
+    result = run_app(tmp_path, setting)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,224 @@
+"""Each validation rule of the settings, with its exact message; the layering of sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import ConfigError, build_config, merge_layers
+from tests.conftest import cdk_json_context
+
+
+def config_with(**overrides: Any) -> Any:
+    defaults = cdk_json_context()
+    return build_config(merge_layers(defaults, {**defaults, **overrides}), {})
+
+
+def error_for(**overrides: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        config_with(**overrides)
+    return str(caught.value)
+
+
+def test_defaults_are_the_seed_final_state() -> None:
+    config = config_with()
+    assert config.region == "us-west-1"
+    assert config.account is None
+    assert config.cluster.name == "app-mesh"
+    assert config.cluster.kubernetes.minor == "1.35"
+    assert (config.cluster.desired_nodes, config.cluster.min_nodes, config.cluster.max_nodes) == (3, 1, 4)
+    assert config.cluster.instance_type == "m5.large"
+    assert config.network.nat_gateways == 1
+    assert config.discovery.hosted_zone == "appmeshworkshop.hosted.local"
+    assert config.discovery.cloud_map_namespace == "appmesh.pvt.local"
+    assert config.mesh.mesh_name == "app-mesh"
+    assert config.mesh.namespace == "lab-appmesh"
+
+
+def test_unknown_key_is_refused_with_a_suggestion() -> None:
+    assert error_for(node_instance_typ="m5.large") == (
+        "config error: node_instance_typ='m5.large': unknown setting (did you mean node_instance_type?); "
+        "see the configuration table in README.md"
+    )
+
+
+def test_feature_flags_and_toolkit_keys_are_not_settings() -> None:
+    config_with(**{"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:enable-path-metadata": True})
+
+
+@pytest.mark.parametrize("region", ["us-west", "US-WEST-1", "uswest1", "us-west-1a"])
+def test_malformed_region_is_refused(region: str) -> None:
+    assert error_for(region=region) == f"config error: region={region!r}: must be an AWS region code such as us-west-1 or eu-central-1"
+
+
+def test_region_and_account_come_from_the_cdk_environment_when_not_configured() -> None:
+    defaults = cdk_json_context()
+    config = build_config(merge_layers(defaults, defaults), {"CDK_DEFAULT_ACCOUNT": "123456789012", "CDK_DEFAULT_REGION": "eu-west-1"})
+    assert (config.account, config.region) == ("123456789012", "eu-west-1")
+
+
+def test_explicit_region_wins_over_the_cdk_environment() -> None:
+    defaults = cdk_json_context()
+    context = {**defaults, "region": "us-east-2"}
+    config = build_config(merge_layers(defaults, context), {"CDK_DEFAULT_REGION": "eu-west-1"})
+    assert config.region == "us-east-2"
+
+
+def test_malformed_account_is_refused() -> None:
+    assert error_for(account="12345") == "config error: account='12345': must be a 12-digit AWS account id"
+
+
+def test_seed_kubernetes_version_is_past_eks_support() -> None:
+    assert error_for(kubernetes_version="1.25") == (
+        "config error: kubernetes_version='1.25': Kubernetes 1.25 is past the end of EKS support "
+        "(standard and extended); supported: 1.34, 1.35, 1.36 (default 1.35)"
+    )
+
+
+def test_extended_support_only_version_is_refused() -> None:
+    assert "is only in EKS extended support" in error_for(kubernetes_version="1.33")
+
+
+def test_too_new_version_is_refused() -> None:
+    assert "newer than this project's pinned" in error_for(kubernetes_version="1.40")
+
+
+@pytest.mark.parametrize("version", ["1", "latest", "1.x"])
+def test_malformed_version_is_refused(version: str) -> None:
+    assert error_for(kubernetes_version=version) == (
+        f"config error: kubernetes_version={version!r}: expected a minor version such as 1.35; supported: 1.34, 1.35, 1.36"
+    )
+
+
+@pytest.mark.parametrize("version", ["1.34", "1.35", "1.36"])
+def test_each_supported_version_resolves_its_packages(version: str) -> None:
+    release = config_with(kubernetes_version=version).cluster.kubernetes
+    assert release.cdk8s_plus().__name__ == f"cdk8s_plus_{version[2:]}"
+    assert release.kubectl_layer_class().__name__ == f"KubectlV{version[2:]}Layer"
+
+
+@pytest.mark.parametrize(
+    ("node_min", "node_desired", "node_max"),
+    [(2, 1, 4), (1, 5, 4), (3, 3, 2)],
+)
+def test_node_counts_must_be_ordered(node_min: int, node_desired: int, node_max: int) -> None:
+    assert error_for(node_min=node_min, node_desired=node_desired, node_max=node_max) == (
+        f"config error: node_desired={node_desired}: node counts must satisfy 1 <= node_min ({node_min}) "
+        f"<= node_desired ({node_desired}) <= node_max ({node_max})"
+    )
+
+
+def test_zero_nodes_is_refused() -> None:
+    assert error_for(node_min=0) == "config error: node_min=0: must be an integer from 1 to 100"
+
+
+def test_seed_t2_micro_cannot_hold_the_pods() -> None:
+    message = error_for(node_instance_type="t2.micro")
+    assert message.startswith("config error: node_instance_type='t2.micro': holds 4 pods per node but 10 are needed with 3 nodes")
+    assert "choose a larger type (m5.large holds 29) or raise node_desired" in message
+
+
+def test_unknown_instance_type_needs_its_pod_capacity() -> None:
+    assert "set node_max_pods to the type's max pods" in error_for(node_instance_type="z9.huge")
+    assert config_with(node_instance_type="z9.huge", node_max_pods=58).cluster.max_pods_per_node == 58
+
+
+def test_auto_mode_skips_the_instance_pod_check() -> None:
+    assert config_with(auto_mode="true", node_instance_type="t2.micro").cluster.auto_mode is True
+
+
+@pytest.mark.parametrize(("key", "value"), [("cluster_name", "App_Mesh"), ("namespace", "-lab"), ("mesh_name", "mesh.")])
+def test_names_must_be_dns_1123_labels(key: str, value: str) -> None:
+    assert error_for(**{key: value}) == (
+        f"config error: {key}={value!r}: must be a DNS-1123 label: lower-case letters, digits and '-', "
+        "starting and ending with a letter or digit (Kubernetes object names)"
+    )
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/33", "10.0.0.1/16", "not-a-cidr"])
+def test_malformed_cidr_is_refused(cidr: str) -> None:
+    assert error_for(vpc_cidr=cidr) == (
+        f"config error: vpc_cidr={cidr!r}: must be an IPv4 CIDR block with no host bits set, e.g. 203.0.113.0/24"
+    )
+
+
+def test_vpc_too_small_for_pods_is_refused() -> None:
+    assert "use a /16 to /20 block" in error_for(vpc_cidr="10.0.0.0/24")
+
+
+@pytest.mark.parametrize("domain", ["local", "Appmesh.local", "app_mesh.local", "a..local"])
+def test_malformed_domain_is_refused(domain: str) -> None:
+    assert error_for(hosted_zone=domain) == (
+        f"config error: hosted_zone={domain!r}: must be a lower-case DNS domain name of at least two labels, e.g. appmesh.pvt.local"
+    )
+
+
+def test_more_than_two_zones_needs_them_named() -> None:
+    assert error_for(max_azs=3) == (
+        "config error: max_azs=3: more than 2 zones needs availability_zones listed explicitly, "
+        "e.g. [us-west-1a, us-west-1b, us-west-1c]"
+    )
+    assert config_with(max_azs=3, availability_zones="us-west-1a,us-west-1b,us-west-1c", nat_gateways=3).network.max_azs == 3
+
+
+def test_zones_must_belong_to_the_region() -> None:
+    assert error_for(availability_zones=["eu-west-1a", "eu-west-1b"]) == (
+        "config error: availability_zones='eu-west-1a': must be zones of region us-west-1, e.g. us-west-1a"
+    )
+
+
+def test_nat_gateways_bounded_by_zones() -> None:
+    assert error_for(nat_gateways=3) == "config error: nat_gateways=3: must be an integer from 0 to 2"
+    assert "need a NAT gateway" in error_for(nat_gateways=0)
+
+
+def test_log_retention_must_be_a_cloudwatch_period() -> None:
+    assert error_for(log_retention_days=10).startswith("config error: log_retention_days=10: CloudWatch Logs accepts only 1, 3, 5, 7, 14, 30")
+
+
+def test_endpoint_access_values() -> None:
+    assert error_for(endpoint_access="open") == "config error: endpoint_access='open': must be one of public, private, public_and_private"
+    assert "has no effect with endpoint_access=private" in error_for(endpoint_access="private", endpoint_public_cidrs="203.0.113.0/24")
+
+
+def test_admin_principal_must_be_an_iam_arn() -> None:
+    assert "must be an IAM role or user ARN" in error_for(admin_principal_arn="admin")
+
+
+def test_command_line_strings_are_parsed() -> None:
+    config = config_with(node_desired="2", node_max="6", endpoint_public_cidrs="203.0.113.0/24, 198.51.100.0/24")
+    assert config.cluster.desired_nodes == 2
+    assert config.cluster.endpoint_public_cidrs == ("203.0.113.0/24", "198.51.100.0/24")
+
+
+def test_config_file_sits_between_cdk_json_and_command_line(tmp_path: Path) -> None:
+    defaults = cdk_json_context()
+    (tmp_path / "prod.yaml").write_text("node_desired: 4\nnode_max: 6\nnat_gateways: 2\n")
+    context = {**defaults, "config": "prod.yaml", "nat_gateways": "1", "node_max": 8}
+    merged = merge_layers(defaults, context, project_root=tmp_path)
+    config = build_config(merged, {})
+    # from the file
+    assert config.cluster.desired_nodes == 4
+    # -c beats the file
+    assert config.cluster.max_nodes == 8
+    assert config.network.nat_gateways == 1
+
+
+def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        merge_layers({}, {"config": "nope.yaml"}, project_root=tmp_path)
+    assert str(caught.value) == f"config error: config='nope.yaml': file not found (looked for {tmp_path / 'nope.yaml'})"
+
+
+def test_config_file_must_be_a_mapping(tmp_path: Path) -> None:
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="the file must hold a YAML mapping"):
+        merge_layers({}, {"config": "list.yaml"}, project_root=tmp_path)
+
+
+def test_config_is_frozen() -> None:
+    config = config_with()
+    with pytest.raises(AttributeError):
+        config.region = "eu-west-1"  # type: ignore[misc]
