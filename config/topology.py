@@ -356,13 +356,16 @@ def _check_references(key: str, topology: Topology) -> None:
     service_names = {s.name for s in topology.services}
     vs_names = {v.name for v in topology.virtual_services}
     for vs in topology.virtual_services:
+        first = vs.routes[0].targets[0][0]
         for index, route in enumerate(vs.routes):
             for target, _ in route.targets:
+                target_key = f"{key}.virtual_services.{vs.name}.routes[{index}].targets"
                 if target not in service_names:
+                    raise ConfigError(target_key, target, f"unknown target service; defined services: {', '.join(sorted(service_names))}")
+                port, first_port = topology.service(target).port, topology.service(first).port if first in service_names else None
+                if first_port is not None and port != first_port:
                     raise ConfigError(
-                        f"{key}.virtual_services.{vs.name}.routes[{index}].targets",
-                        target,
-                        f"unknown target service; defined services: {', '.join(sorted(service_names))}",
+                        target_key, target, f"listens on {port}, but {first} listens on {first_port}; a router has one listener port"
                     )
     for service in topology.services:
         for backend in service.backends:

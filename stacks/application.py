@@ -13,6 +13,7 @@ from config.settings import AppConfig
 from .cluster import ClusterStack
 from .discovery import DiscoveryStack
 from .network import NetworkStack
+from .mesh_workload import MeshRoutingStack, MeshServicesStack
 from .platform import MeshPlatformStack
 
 APP_MESH_END_OF_SUPPORT = (
@@ -29,10 +30,12 @@ class Application:
     cluster: ClusterStack
     discovery: DiscoveryStack
     platform: MeshPlatformStack
+    services: tuple[MeshServicesStack, ...]
+    routing: MeshRoutingStack
 
     @property
     def stacks(self) -> list[Stack]:
-        return [self.network, self.cluster, self.discovery, self.platform]
+        return [self.network, self.cluster, self.discovery, self.platform, *self.services, self.routing]
 
 
 def build_application(scope: Construct, config: AppConfig) -> Application:
@@ -59,4 +62,34 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
         description="App Mesh on EKS: App Mesh controller, mesh namespace, container logs",
     )
     Annotations.of(platform).add_warning_v2("appmesh-eks:app-mesh-discontinued", APP_MESH_END_OF_SUPPORT)
-    return Application(network, cluster, discovery, platform)
+
+    services = list(config.mesh.topology.services)
+    per_stack = config.mesh.services_per_stack
+    slices = [services[i : i + per_stack] for i in range(0, len(services), per_stack)]
+    service_stacks = tuple(
+        MeshServicesStack(
+            scope,
+            name("MeshServices" if len(slices) == 1 else f"MeshServices{index + 1}"),
+            config=config,
+            services=slice_,
+            cluster=cluster.cluster,
+            after=[platform.namespace, platform.mesh],
+            env=env,
+            description=f"App Mesh on EKS: services {slice_[0].name} .. {slice_[-1].name}",
+        )
+        for index, slice_ in enumerate(slices)
+    )
+    routing = MeshRoutingStack(
+        scope,
+        name("MeshRouting"),
+        config=config,
+        cluster=cluster.cluster,
+        discovery=discovery.discovery,
+        after=[platform.namespace, platform.mesh],
+        env=env,
+        description="App Mesh on EKS: virtual routers and services, DNS names, ingress gateway",
+    )
+    for stack in service_stacks:
+        # Routes reference virtual nodes: create after, delete before (see MeshRoutingStack).
+        routing.add_stack_dependency(stack, "routes target the virtual nodes of these services")
+    return Application(network, cluster, discovery, platform, service_stacks, routing)

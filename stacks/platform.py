@@ -7,7 +7,10 @@ from constructs import Construct
 
 from components.appmesh_controller import AppMeshController
 from components.discovery import ServiceDiscovery
+from components.mesh_workload import attach_chart, imported_cluster
 from components.observability import ContainerLogs
+from charts.workloads import mesh_chart
+from stacks.mesh_workload import mesh_names
 from config.settings import AppConfig
 
 
@@ -30,6 +33,11 @@ class MeshPlatformStack(Stack):
         if mesh.topology.gateway:
             labels["gateway"] = mesh.topology.gateway.name
         self.namespace = self.controller.add_mesh_namespace("MeshNamespace", cluster=cluster, name=mesh.namespace, labels=labels)
+        # The Mesh is cluster-scoped and must exist before any member: the controller's webhook
+        # rejects a VirtualNode whose namespace matches no mesh.
+        self.mesh = attach_chart(
+            imported_cluster(self, cluster), "Mesh", mesh_chart(mesh_names(config), mesh.topology), after=[self.controller.release]
+        )
         self.container_logs = ContainerLogs(
             self, "ContainerLogs", cluster=cluster, cluster_name=config.cluster.name, retention_days=config.cluster.log_retention_days
         )

@@ -1,0 +1,218 @@
+"""cdk8s charts for the mesh: one chart per unit that CloudFormation creates and deletes together.
+
+A chart becomes one KubernetesManifest (one custom resource, one kubectl apply). Units:
+- MeshChart: the Mesh (must exist before any member: the controller's webhook looks it up).
+- ServiceChart: one service's ServiceAccount, Deployment, Service and VirtualNode.
+- RoutingChart: VirtualRouters and VirtualServices for a slice of the virtual services.
+- GatewayChart: the VirtualGateway, its Envoy Deployment and NLB Service, the GatewayRoutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import cdk8s
+from constructs import Construct
+
+from config.topology import Gateway, Service, Topology, VirtualService
+
+from . import appmesh
+
+# Pinned Envoy image for the gateway pods (the controller pins the sidecars' image itself).
+GATEWAY_ENVOY_IMAGE = "public.ecr.aws/appmesh/aws-appmesh-envoy:v1.29.12.1-prod"
+# Kubernetes' well-known zone label; the downward API reads it where the cluster copies node
+# topology labels onto pods, and the services show "unknown" where it does not.
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+@dataclass(frozen=True)
+class MeshNames:
+    """Names shared by every chart."""
+
+    mesh: str
+    namespace: str
+    hosted_zone: str
+    cloud_map_namespace: str
+
+
+def _chart(app: cdk8s.App, id: str, namespace: str | None) -> cdk8s.Chart:
+    # Stable names: objects are referenced by name (virtualNodeRef, serviceAccountName, ...).
+    return cdk8s.Chart(app, id, namespace=namespace, disable_resource_name_hashes=True)
+
+
+def _raw(chart: Construct, id: str, manifest: dict[str, Any]) -> cdk8s.ApiObject:
+    metadata = manifest["metadata"]
+    api_object = cdk8s.ApiObject(
+        chart,
+        id,
+        api_version=manifest["apiVersion"],
+        kind=manifest["kind"],
+        metadata=cdk8s.ApiObjectMetadata(name=metadata["name"], namespace=metadata.get("namespace")),
+    )
+    if "spec" in manifest:
+        api_object.add_json_patch(cdk8s.JsonPatch.add("/spec", manifest["spec"]))
+    return api_object
+
+
+def mesh_chart(names: MeshNames, topology: Topology) -> cdk8s.Chart:
+    chart = _chart(cdk8s.App(), "mesh", None)
+    _raw(chart, "mesh", appmesh.mesh(names.mesh, topology.egress_filter))
+    return chart
+
+
+def backend_env_name(virtual_service: str) -> str:
+    """`nodejs` -> `NODEJS_URL`: how a service finds a backend (services/ read these)."""
+    return virtual_service.upper().replace("-", "_") + "_URL"
+
+
+def service_chart(
+    service: Service,
+    topology: Topology,
+    names: MeshNames,
+    *,
+    image: str,
+    role_arn: str,
+    kplus: ModuleType,
+) -> cdk8s.Chart:
+    chart = _chart(cdk8s.App(), f"service-{service.name}", names.namespace)
+    labels = service.pod_labels
+    account = cdk8s.ApiObject(
+        chart,
+        "service-account",
+        api_version="v1",
+        kind="ServiceAccount",
+        metadata=cdk8s.ApiObjectMetadata(
+            name=service.name,
+            labels=labels,
+            # IRSA: Envoy (StreamAggregatedResources) and the X-Ray daemon sidecar use this role.
+            annotations={"eks.amazonaws.com/role-arn": role_arn},
+        ),
+    )
+    env = {
+        "PORT": kplus.EnvValue.from_value(str(service.port)),
+        "SERVICE_NAME": kplus.EnvValue.from_value(service.name),
+        "POD_NAME": kplus.EnvValue.from_field_ref(kplus.EnvFieldPaths.POD_NAME),
+        "AVAILABILITY_ZONE": kplus.EnvValue.from_field_ref(kplus.EnvFieldPaths.POD_LABEL, key=ZONE_LABEL),
+    }
+    for backend in service.backends:
+        port = topology.service(topology.virtual_service(backend).routes[0].targets[0][0]).port
+        # Mesh names, not Kubernetes Service names: Envoy routes by this host name.
+        env[backend_env_name(backend)] = kplus.EnvValue.from_value(f"http://{backend}.{names.hosted_zone}:{port}")
+    deployment = kplus.Deployment(
+        chart,
+        "deployment",
+        metadata=cdk8s.ApiObjectMetadata(name=service.virtual_node, labels=labels),
+        replicas=service.replicas,
+        select=False,
+        pod_metadata=cdk8s.ApiObjectMetadata(labels=labels),
+        service_account=kplus.ServiceAccount.from_service_account_name(chart, "service-account-ref", service.name),
+        # IRSA's webhook projects its own token; the Kubernetes API token is not needed.
+        automount_service_account_token=False,
+        volumes=[],
+        containers=[
+            kplus.ContainerProps(
+                name="app",
+                image=image,
+                port_number=service.port,
+                env_variables=env,
+                readiness=kplus.Probe.from_http_get(service.health_path, port=service.port),
+                liveness=kplus.Probe.from_http_get(service.health_path, port=service.port),
+                resources=kplus.ContainerResources(
+                    cpu=kplus.CpuResources(request=kplus.Cpu.millis(100), limit=kplus.Cpu.millis(500)),
+                    memory=kplus.MemoryResources(request=cdk8s.Size.mebibytes(128), limit=cdk8s.Size.mebibytes(256)),
+                ),
+                image_pull_policy=kplus.ImagePullPolicy.IF_NOT_PRESENT,
+            )
+        ],
+    )
+    deployment.select(kplus.LabelSelector.of(labels=labels))
+    deployment.node.add_dependency(account)
+    service_type = {"none": kplus.ServiceType.CLUSTER_IP, "internal": kplus.ServiceType.LOAD_BALANCER, "external": kplus.ServiceType.LOAD_BALANCER}
+    annotations = {}
+    if service.exposure != "none":
+        annotations["service.beta.kubernetes.io/aws-load-balancer-type"] = "nlb"
+        annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] = "internet-facing" if service.exposure == "external" else "internal"
+    kplus.Service(
+        chart,
+        "service",
+        metadata=cdk8s.ApiObjectMetadata(name=service.name, labels=labels, annotations=annotations or None),
+        type=service_type[service.exposure],
+        selector=deployment,
+        ports=[kplus.ServicePort(port=service.port if service.exposure == "none" else 80, target_port=service.port, name="http")],
+        # Only the allowlist reaches an exposed service (the seed opens the frontend in a browser).
+        load_balancer_source_ranges=list(service.source_cidrs) or None,
+    )
+    _raw(chart, "virtual-node", appmesh.virtual_node(service, topology, namespace=names.namespace, cloud_map_namespace=names.cloud_map_namespace))
+    return chart
+
+
+def routing_chart(id: str, virtual_services: list[VirtualService], topology: Topology, names: MeshNames) -> cdk8s.Chart:
+    chart = _chart(cdk8s.App(), id, names.namespace)
+    for virtual_service in virtual_services:
+        _raw(chart, f"{virtual_service.name}-router", appmesh.virtual_router(virtual_service, topology, namespace=names.namespace))
+        _raw(
+            chart,
+            f"{virtual_service.name}-service",
+            appmesh.virtual_service_object(virtual_service, namespace=names.namespace, hosted_zone=names.hosted_zone),
+        )
+    return chart
+
+
+def gateway_chart(gateway: Gateway, names: MeshNames, *, role_arn: str, kplus: ModuleType) -> cdk8s.Chart:
+    chart = _chart(cdk8s.App(), "gateway", names.namespace)
+    labels = gateway.pod_labels
+    account = cdk8s.ApiObject(
+        chart,
+        "service-account",
+        api_version="v1",
+        kind="ServiceAccount",
+        metadata=cdk8s.ApiObjectMetadata(name=gateway.name, labels=labels, annotations={"eks.amazonaws.com/role-arn": role_arn}),
+    )
+    deployment = kplus.Deployment(
+        chart,
+        "deployment",
+        metadata=cdk8s.ApiObjectMetadata(name=gateway.name, labels=labels),
+        replicas=gateway.replicas,
+        select=False,
+        pod_metadata=cdk8s.ApiObjectMetadata(labels=labels),
+        service_account=kplus.ServiceAccount.from_service_account_name(chart, "service-account-ref", gateway.name),
+        automount_service_account_token=False,
+        containers=[
+            kplus.ContainerProps(
+                # The controller configures the gateway's Envoy by this container name.
+                name="envoy",
+                image=GATEWAY_ENVOY_IMAGE,
+                port_number=gateway.port,
+                resources=kplus.ContainerResources(
+                    cpu=kplus.CpuResources(request=kplus.Cpu.millis(100), limit=kplus.Cpu.millis(1000)),
+                    memory=kplus.MemoryResources(request=cdk8s.Size.mebibytes(128), limit=cdk8s.Size.mebibytes(512)),
+                ),
+                image_pull_policy=kplus.ImagePullPolicy.IF_NOT_PRESENT,
+                # Envoy's image runs as its own non-root user (1337) and writes nothing to disk.
+                security_context=kplus.ContainerSecurityContextProps(ensure_non_root=True, read_only_root_filesystem=True, user=1337),
+            )
+        ],
+    )
+    deployment.select(kplus.LabelSelector.of(labels=labels))
+    deployment.node.add_dependency(account)
+    kplus.Service(
+        chart,
+        "service",
+        metadata=cdk8s.ApiObjectMetadata(
+            name=gateway.name,
+            labels=labels,
+            annotations={
+                "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+                "service.beta.kubernetes.io/aws-load-balancer-scheme": gateway.scheme,
+            },
+        ),
+        type=kplus.ServiceType.LOAD_BALANCER,
+        selector=deployment,
+        ports=[kplus.ServicePort(port=80, target_port=gateway.port, name="http")],
+    )
+    _raw(chart, "virtual-gateway", appmesh.virtual_gateway(gateway, namespace=names.namespace))
+    for route in gateway.routes:
+        _raw(chart, f"route-{route.name}", appmesh.gateway_route(route, namespace=names.namespace))
+    return chart

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack, aws_eks_v2 as eks
+from constructs import Construct, IConstruct
+
+from charts.workloads import MeshNames, gateway_chart, routing_chart, service_chart
+from components.discovery import ServiceDiscovery
+from components.mesh_workload import MAX_MANIFEST_BYTES, MeshWorkloadRole, attach_chart, chunk_by_size, imported_cluster, service_image
+from config.settings import AppConfig
+from config.topology import Service
+
+
+class MeshServicesStack(Stack):
+    """A slice of the services: image, IRSA role and one manifest (ServiceAccount, Deployment,
+    Service, VirtualNode) each. Slices keep every stack far from CloudFormation's limits."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: AppConfig,
+        services: list[Service],
+        cluster: eks.ICluster,
+        after: list[IConstruct],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        mesh = config.mesh
+        names = mesh_names(config)
+        kplus = config.cluster.kubernetes.cdk8s_plus()
+        local_cluster = imported_cluster(self, cluster)
+        self.manifests: dict[str, eks.KubernetesManifest] = {}
+        self.images = {}
+        for service in services:
+            role = MeshWorkloadRole(
+                self,
+                f"Role-{service.name}",
+                cluster=cluster,
+                namespace=mesh.namespace,
+                service_account=service.name,
+                mesh_name=mesh.mesh_name,
+                mesh_resource=f"virtualNode/{service.virtual_node}_{mesh.namespace}",
+            )
+            image = service_image(self, service)
+            self.images[service.name] = image
+            chart = service_chart(service, mesh.topology, names, image=image.image_uri, role_arn=role.role.role_arn, kplus=kplus)
+            # After the namespace (the controller's webhook must be ready) and the Mesh (members
+            # look it up); deleted before both, so the Mesh's finalizer never waits on them.
+            self.manifests[service.name] = attach_chart(local_cluster, f"Service-{service.name}", chart, after=after)
+
+
+class MeshRoutingStack(Stack):
+    """Virtual routers and services, their DNS names, and the ingress gateway.
+
+    Depends on every services stack: created after the virtual nodes it routes to and deleted
+    before them, so App Mesh never sees a route to a node that is already gone.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: AppConfig,
+        cluster: eks.ICluster,
+        discovery: ServiceDiscovery,
+        after: list[IConstruct],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        mesh = config.mesh
+        topology = mesh.topology
+        names = mesh_names(config)
+        local_cluster = imported_cluster(self, cluster)
+
+        def size(virtual_service: Any) -> int:
+            return len(json.dumps(routing_chart("probe", [virtual_service], topology, names).to_json()))
+
+        chunks = chunk_by_size(list(topology.virtual_services), size, MAX_MANIFEST_BYTES // 2)
+        self.routing = [
+            attach_chart(local_cluster, f"Routing-{index + 1}", routing_chart(f"routing-{index + 1}", chunk, topology, names), after=after)
+            for index, chunk in enumerate(chunks)
+        ]
+        for virtual_service in topology.virtual_services:
+            # The name must resolve for the app to connect and Envoy to intercept; any instance
+            # of the first target will do, Envoy picks the real destination by weight.
+            discovery.add_service_name(self, virtual_service.name, virtual_service.routes[0].targets[0][0])
+
+        self.gateway = None
+        if topology.gateway:
+            gateway = topology.gateway
+            role = MeshWorkloadRole(
+                self,
+                "GatewayRole",
+                cluster=cluster,
+                namespace=mesh.namespace,
+                service_account=gateway.name,
+                mesh_name=mesh.mesh_name,
+                mesh_resource=f"virtualGateway/{gateway.name}_{mesh.namespace}",
+            )
+            chart = gateway_chart(gateway, names, role_arn=role.role.role_arn, kplus=config.cluster.kubernetes.cdk8s_plus())
+            # Gateway routes target virtual services: created after them, deleted before them.
+            self.gateway = attach_chart(local_cluster, "Gateway", chart, after=[*after, *self.routing])
+            CfnOutput(self, "GatewayService", value=f"{mesh.namespace}/{gateway.name}", description="kubectl -n <ns> get svc <name> shows the gateway's internal NLB address")
+
+
+def mesh_names(config: AppConfig) -> MeshNames:
+    return MeshNames(
+        mesh=config.mesh.mesh_name,
+        namespace=config.mesh.namespace,
+        hosted_zone=config.discovery.hosted_zone,
+        cloud_map_namespace=config.discovery.cloud_map_namespace,
+    )

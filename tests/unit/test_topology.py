@@ -1,0 +1,121 @@
+"""Validation of the topology model: each rule, with its message."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from config import ConfigError
+from tests.conftest import cdk_json_context
+from tests.unit.test_settings import config_with
+
+
+def topology_error(mutate: Any) -> str:
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    mutate(topology)
+    with pytest.raises(ConfigError) as caught:
+        config_with(topology=topology)
+    return str(caught.value)
+
+
+def test_default_topology_is_the_seed() -> None:
+    topology = config_with().mesh.topology
+    assert [s.name for s in topology.services] == ["frontend", "nodejs", "nodejsv2", "crystal"]
+    assert topology.service("frontend").backends == ("nodejs", "crystal")
+    assert topology.service("frontend").exposure == "external"
+    assert topology.weights() == {"nodejs": {"nodejs": 2, "nodejsv2": 1}, "crystal": {"crystal": 1}}
+    assert topology.gateway is not None
+    assert (topology.gateway.name, topology.gateway.port, topology.gateway.replicas) == ("ingress-gw", 8088, 2)
+    assert [(r.name, r.prefix, r.virtual_service) for r in topology.gateway.routes] == [("gateway-route-eks", "/eks/", "nodejs")]
+    assert topology.discovery == "cloudmap"
+
+
+def test_weights_shift_from_the_command_line() -> None:
+    assert config_with(**{"weights.nodejs": "nodejs:0,nodejsv2:1"}).mesh.topology.weights()["nodejs"] == {"nodejs": 0, "nodejsv2": 1}
+
+
+def test_weights_for_an_unknown_virtual_service() -> None:
+    with pytest.raises(ConfigError, match=r"^config error: weights.nodjs='nodejs:1': no virtual service 'nodjs'; defined: crystal, nodejs$"):
+        config_with(**{"weights.nodjs": "nodejs:1"})
+
+
+def test_unknown_backend() -> None:
+    message = topology_error(lambda t: t["services"]["frontend"].update(backends=["nodejs", "ruby"]))
+    assert message == "config error: topology.services.frontend.backends='ruby': unknown virtual service; defined virtual services: crystal, nodejs"
+
+
+def test_unknown_route_target() -> None:
+    message = topology_error(lambda t: t["virtual_services"]["nodejs"]["routes"][0].update(targets={"nodejs": 1, "nodejsv3": 1}))
+    assert message.startswith("config error: topology.virtual_services.nodejs.routes[0].targets='nodejsv3': unknown target service")
+
+
+def test_unknown_gateway_virtual_service() -> None:
+    message = topology_error(lambda t: t["gateway"]["routes"][0].update(virtual_service="ruby"))
+    assert message == "config error: topology.gateway.routes[0].virtual_service='ruby': unknown virtual service; defined virtual services: crystal, nodejs"
+
+
+def test_duplicate_route_targets() -> None:
+    assert "duplicate target" in topology_error(lambda t: t["virtual_services"]["nodejs"]["routes"][0].update(targets="nodejs:1,nodejs:2"))
+
+
+@pytest.mark.parametrize("weight", [-1, 101, "heavy"])
+def test_weight_outside_app_mesh_range(weight: Any) -> None:
+    message = topology_error(lambda t: t["virtual_services"]["nodejs"]["routes"][0].update(targets={"nodejs": weight, "nodejsv2": 1}))
+    assert message == f"config error: topology.virtual_services.nodejs.routes[0].targets.nodejs={weight!r}: must be an integer from 0 to 100"
+
+
+def test_all_zero_weights() -> None:
+    message = topology_error(lambda t: t["virtual_services"]["nodejs"]["routes"][0].update(targets={"nodejs": 0, "nodejsv2": 0}))
+    assert "all weights are 0" in message
+
+
+def test_too_many_targets() -> None:
+    def mutate(t: Any) -> None:
+        for i in range(11):
+            t["services"][f"s{i}"] = {"source": "services/nodejs"}
+        t["virtual_services"]["nodejs"]["routes"][0]["targets"] = {f"s{i}": 1 for i in range(11)}
+
+    assert "App Mesh accepts 1 to 10 weighted targets per route" in topology_error(mutate)
+
+
+@pytest.mark.parametrize("prefix", ["eks/", "/eks /", "/eks?x", ""])
+def test_prefix_app_mesh_rejects(prefix: str) -> None:
+    message = topology_error(lambda t: t["virtual_services"]["nodejs"]["routes"][0].update(prefix=prefix))
+    assert "must be a URL path prefix that starts with '/'" in message
+
+
+def test_gateway_prefix_must_end_with_slash() -> None:
+    assert "must end with '/'" in topology_error(lambda t: t["gateway"]["routes"][0].update(prefix="/eks"))
+
+
+def test_name_too_long_for_kubernetes() -> None:
+    long_name = "a" * 57
+    message = topology_error(lambda t: t["services"].update({long_name: {"source": "services/nodejs"}}))
+    assert message == f"config error: topology.services.{long_name}={long_name!r}: is 57 characters; at most 56 are allowed here"
+
+
+def test_name_not_a_dns_label() -> None:
+    assert "must be a DNS-1123 label" in topology_error(lambda t: t["services"].update({"Node_JS": {"source": "services/nodejs"}}))
+
+
+def test_pod_labels_matched_by_two_selectors() -> None:
+    # A gateway named like a virtual node selects that service's pods too.
+    message = topology_error(lambda t: t["gateway"].update(name="nodejs-app"))
+    assert message.startswith("config error: topology='service nodejs': its pods (labels {'app': 'nodejs-app'}) are selected by VirtualNode nodejs-app and VirtualGateway nodejs-app")
+
+
+def test_exposed_service_needs_an_allowlist() -> None:
+    message = topology_error(lambda t: t["services"]["frontend"].update(source_cidrs=[]))
+    assert "needs a source-CIDR allowlist" in message
+
+
+def test_unknown_service_key_suggests() -> None:
+    message = topology_error(lambda t: t["services"]["nodejs"].update(replica=3))
+    assert message.startswith("config error: topology.services.nodejs.replica=3: unknown key (did you mean replicas?)")
+
+
+def test_targets_of_a_route_must_share_a_port() -> None:
+    message = topology_error(lambda t: t["services"]["nodejsv2"].update(port=4000))
+    assert message == "config error: topology.virtual_services.nodejs.routes[0].targets='nodejsv2': listens on 4000, but nodejs listens on 3000; a router has one listener port"
