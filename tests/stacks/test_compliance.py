@@ -63,9 +63,9 @@ def test_cdk_nag_catches_a_deliberately_bad_construct(tmp_path: Path) -> None:
     assert "AwsSolutions-IAM5[Action::s3:*]" in rules
 
 
-@pytest.mark.parametrize("unit", ["network", "cluster", "discovery", "platform"])
+@pytest.mark.parametrize("unit", ["network", "cluster", "discovery", "platform", "services", "routing"])
 def test_stack_snapshot(default_synth: Synthesized, application: Any, unit: str, snapshot: Any) -> None:
-    stack = getattr(application, unit)
+    stack = application.services[0] if unit == "services" else getattr(application, unit)
     assert normalize_template(default_synth.template_json(stack)) == snapshot
 
 

@@ -1,0 +1,185 @@
+# Crystal backend of the App Mesh workshop. Standard library only.
+#
+# The library part (config, request handling, draining) lives here so that the
+# specs can run it in-process; src/main.cr only wires it to the environment,
+# the listening socket and the signals.
+require "http/server"
+require "http/client"
+require "json"
+
+module CrystalApp
+  DRAIN_TIMEOUT = 10.seconds
+
+  # Settings read from the environment (see `Config.from_env`).
+  struct Config
+    getter port : Int32
+    getter host : String
+    getter service : String
+    getter version : String
+    getter pod : String
+    getter zone : String
+    getter response_delay : Time::Span
+
+    def initialize(@port = 3000, @host = "0.0.0.0", @service = "crystal",
+                   @version = "1", @pod = System.hostname, @zone = "unknown",
+                   @response_delay = Time::Span.zero)
+    end
+
+    # `env` is ENV or any object answering `[]?(String)` (a Hash in specs).
+    def self.from_env(env = ENV) : Config
+      delay_ms = env["RESPONSE_DELAY_MS"]?.try(&.to_i?) || 0
+      new(
+        port: env["PORT"]?.try(&.to_i?) || 3000,
+        host: present(env["BIND_ADDRESS"]?) || "0.0.0.0",
+        service: present(env["SERVICE_NAME"]?) || "crystal",
+        version: present(env["APP_VERSION"]?) || "1",
+        pod: present(env["POD_NAME"]?) || System.hostname,
+        zone: present(env["AVAILABILITY_ZONE"]?) || "unknown",
+        response_delay: delay_ms > 0 ? delay_ms.milliseconds : Time::Span.zero,
+      )
+    end
+
+    private def self.present(value : String?) : String?
+      value.nil? || value.empty? ? nil : value
+    end
+  end
+
+  # The trace id to log: the Root of X-Amzn-Trace-Id, else the W3C trace-id.
+  def self.trace_id(headers : HTTP::Headers) : String?
+    if amzn = headers["X-Amzn-Trace-Id"]?
+      if match = amzn.match(/(?:^|;)\s*Root=([^;]+)/)
+        return match[1].strip
+      end
+      return amzn
+    end
+    if tp = headers["traceparent"]?
+      parts = tp.strip.split('-')
+      return parts.size >= 4 ? parts[1] : tp
+    end
+    nil
+  end
+
+  # Request handler: routing plus one JSON log line per request on `log`.
+  class App
+    include HTTP::Handler
+
+    getter inflight = Atomic(Int32).new(0)
+
+    def initialize(@config : Config, @log : IO = STDOUT)
+      @log_lock = Mutex.new
+    end
+
+    def call(context : HTTP::Server::Context) : Nil
+      @inflight.add(1)
+      started = Time.monotonic
+      begin
+        route(context)
+      rescue ex
+        STDERR.puts "#{ex.class}: #{ex.message}"
+        json(context, 500, {"error" => "internal error"})
+      ensure
+        log_request(context, Time.monotonic - started)
+        @inflight.sub(1)
+      end
+    end
+
+    def greeting : Hash(String, String)
+      canary = @config.version != "1"
+      {
+        "service" => @config.service,
+        "version" => @config.version,
+        "message" => canary ? "Hello from the Crystal backend - Canary v#{@config.version}" : "Hello from the Crystal backend",
+        "pod"     => @config.pod,
+        "zone"    => @config.zone,
+      }
+    end
+
+    private def route(context) : Nil
+      path = context.request.path
+      unless {"/", "/crystal", "/health"}.includes?(path)
+        return json(context, 404, {"error" => "not found", "path" => path})
+      end
+      method = context.request.method
+      unless method == "GET" || method == "HEAD"
+        context.response.headers["Allow"] = "GET, HEAD"
+        return json(context, 405, {"error" => "method not allowed"})
+      end
+      return json(context, 200, {"status" => "ok"}) if path == "/health"
+      sleep @config.response_delay if @config.response_delay > Time::Span.zero
+      json(context, 200, greeting)
+    end
+
+    private def json(context, status : Int32, body) : Nil
+      payload = body.to_json
+      response = context.response
+      response.status_code = status
+      response.content_type = "application/json; charset=utf-8"
+      response.content_length = payload.bytesize
+      response.print(payload) unless context.request.method == "HEAD"
+    end
+
+    private def log_request(context, elapsed : Time::Span) : Nil
+      headers = context.request.headers
+      line = {
+        "time"            => Time.utc.to_rfc3339(fraction_digits: 3),
+        "service"         => @config.service,
+        "method"          => context.request.method,
+        "path"            => context.request.path,
+        "status"          => context.response.status_code,
+        "duration_ms"     => (elapsed.total_milliseconds * 1000).round / 1000,
+        "trace_id"        => CrystalApp.trace_id(headers),
+        "x_amzn_trace_id" => headers["X-Amzn-Trace-Id"]?,
+        "traceparent"     => headers["traceparent"]?,
+      }.to_json
+      @log_lock.synchronize do
+        @log.puts line
+        @log.flush
+      end
+    end
+  end
+
+  # HTTP server plus graceful draining.
+  class Service
+    getter app : App
+
+    def initialize(config : Config, log : IO = STDOUT)
+      @app = App.new(config, log)
+      @server = HTTP::Server.new(@app)
+    end
+
+    def bind(host : String, port : Int32) : Socket::IPAddress
+      @server.bind_tcp(host, port)
+    end
+
+    # Blocks until the listening sockets are closed.
+    def listen : Nil
+      @server.listen
+    end
+
+    # Stops accepting, then waits for in-flight requests. Returns false when
+    # the timeout ran out first (the caller exits anyway: the drain is bounded).
+    def drain(timeout : Time::Span = DRAIN_TIMEOUT) : Bool
+      @server.close unless @server.closed?
+      deadline = Time.monotonic + timeout
+      # A connection accepted just before close may not have reached the
+      # handler yet; give it a moment to be counted.
+      sleep 20.milliseconds
+      while @app.inflight.get > 0
+        return false if Time.monotonic >= deadline
+        sleep 10.milliseconds
+      end
+      true
+    end
+  end
+
+  # For a container HEALTHCHECK in an image without curl: exit status 0 when
+  # /health answers 200 on the local port.
+  def self.healthcheck(port : Int32) : Int32
+    client = HTTP::Client.new("127.0.0.1", port)
+    client.connect_timeout = 2.seconds
+    client.read_timeout = 2.seconds
+    client.get("/health").status_code == 200 ? 0 : 1
+  rescue
+    1
+  end
+end
