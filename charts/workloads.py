@@ -129,11 +129,17 @@ def service_chart(
     )
     deployment.select(kplus.LabelSelector.of(labels=labels))
     deployment.node.add_dependency(account)
-    service_type = {"none": kplus.ServiceType.CLUSTER_IP, "internal": kplus.ServiceType.LOAD_BALANCER, "external": kplus.ServiceType.LOAD_BALANCER}
+    service_type = {
+        "none": kplus.ServiceType.CLUSTER_IP,
+        "internal": kplus.ServiceType.LOAD_BALANCER,
+        "external": kplus.ServiceType.LOAD_BALANCER,
+    }
     annotations = {}
     if service.exposure != "none":
         annotations["service.beta.kubernetes.io/aws-load-balancer-type"] = "nlb"
-        annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] = "internet-facing" if service.exposure == "external" else "internal"
+        annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] = (
+            "internet-facing" if service.exposure == "external" else "internal"
+        )
     kplus.Service(
         chart,
         "service",
@@ -144,7 +150,11 @@ def service_chart(
         # Only the allowlist reaches an exposed service (the seed opens the frontend in a browser).
         load_balancer_source_ranges=list(service.source_cidrs) or None,
     )
-    _raw(chart, "virtual-node", appmesh.virtual_node(service, topology, namespace=names.namespace, cloud_map_namespace=names.cloud_map_namespace))
+    _raw(
+        chart,
+        "virtual-node",
+        appmesh.virtual_node(service, topology, namespace=names.namespace, cloud_map_namespace=names.cloud_map_namespace),
+    )
     return chart
 
 

@@ -6,7 +6,9 @@ repository at the pinned version, but no fixes will follow (see README "App Mesh
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration, Stack, aws_eks_v2 as eks, aws_iam as iam
+from aws_cdk import Aws, Duration, Stack
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from .irsa import IrsaRole
@@ -123,7 +125,9 @@ class AppMeshController(Construct):
             iam.PolicyStatement(
                 sid="AppMeshServiceLinkedRole",
                 actions=["iam:CreateServiceLinkedRole"],
-                resources=[f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/aws-service-role/appmesh.amazonaws.com/AWSServiceRoleForAppMesh"],
+                resources=[
+                    f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/aws-service-role/appmesh.amazonaws.com/AWSServiceRoleForAppMesh"
+                ],
                 conditions={"StringLike": {"iam:AWSServiceName": "appmesh.amazonaws.com"}},
             ),
             iam.PolicyStatement(
@@ -147,7 +151,12 @@ class AppMeshController(Construct):
             ),
             iam.PolicyStatement(
                 sid="CloudMapLookups",
-                actions=["servicediscovery:ListNamespaces", "servicediscovery:ListServices", "servicediscovery:GetOperation", "servicediscovery:DiscoverInstances"],
+                actions=[
+                    "servicediscovery:ListNamespaces",
+                    "servicediscovery:ListServices",
+                    "servicediscovery:GetOperation",
+                    "servicediscovery:DiscoverInstances",
+                ],
                 resources=["*"],
             ),
             # Cloud Map writes the instances' DNS records with the caller's permissions.
@@ -168,7 +177,12 @@ class AppMeshController(Construct):
             ),
             iam.PolicyStatement(
                 sid="ReadCertificatesForTls",
-                actions=["acm:ListCertificates", "acm:DescribeCertificate", "acm-pca:DescribeCertificateAuthority", "acm-pca:ListCertificateAuthorities"],
+                actions=[
+                    "acm:ListCertificates",
+                    "acm:DescribeCertificate",
+                    "acm-pca:DescribeCertificateAuthority",
+                    "acm-pca:ListCertificateAuthorities",
+                ],
                 resources=["*"],
             ),
         ]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, aws_ec2 as ec2, aws_eks_v2 as eks, aws_kms as kms, aws_logs as logs
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from config.settings import ClusterConfig
@@ -98,7 +102,6 @@ class MeshCluster(Construct):
                 config.admin_principal_arn,
                 [eks.AccessPolicy.from_access_policy_name("AmazonEKSClusterAdminPolicy", access_scope_type=eks.AccessScopeType.CLUSTER)],
             )
-
 
     def _acknowledge_cluster_internals(self) -> None:
         """Findings on resources aws_eks_v2 creates and does not let us shape."""

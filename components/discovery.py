@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, aws_ec2 as ec2, aws_route53 as route53, aws_servicediscovery as servicediscovery
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_servicediscovery as servicediscovery
 from constructs import Construct
 
 from config.settings import DiscoveryConfig

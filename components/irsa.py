@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnJson, aws_eks_v2 as eks, aws_iam as iam
+from aws_cdk import CfnJson
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 

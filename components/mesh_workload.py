@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import cdk8s
-from aws_cdk import Stack, aws_ecr_assets as ecr_assets, aws_eks_v2 as eks, aws_iam as iam
+from aws_cdk import Stack
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
 from constructs import Construct, IConstruct
 
 from config.topology import Service
@@ -117,5 +120,3 @@ def chunk_by_size(items: list[Any], size_of: Any, budget: int) -> list[list[Any]
         chunks[-1].append(item)
         used += size
     return [chunk for chunk in chunks if chunk]
-
-

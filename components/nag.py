@@ -13,15 +13,12 @@ from typing import Any
 from aws_cdk import Acknowledgment, Stack, Validations
 from constructs import IConstruct
 
-
 PACK = "AwsSolutions"
 
 
 def acknowledge(construct: IConstruct, reason: str, *findings: str) -> None:
     """Acknowledge AwsSolutions findings (`IAM5[Resource::*]`, `L1`, ...) on `construct`."""
-    Validations.of(construct).acknowledge(
-        *(Acknowledgment(id=f"{PACK}::{PACK}-{finding}", reason=reason) for finding in findings)
-    )
+    Validations.of(construct).acknowledge(*(Acknowledgment(id=f"{PACK}::{PACK}-{finding}", reason=reason) for finding in findings))
 
 
 def managed_policy(name: str) -> str:
@@ -49,4 +46,3 @@ def _render(value: Any) -> str:
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         return "<{}.{}>".format(*value["Fn::GetAtt"])
     raise ValueError(f"cannot render {value!r} as a cdk-nag finding")
-

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, RemovalPolicy, Stack, aws_eks_v2 as eks, aws_iam as iam, aws_logs as logs
+from aws_cdk import ArnFormat, RemovalPolicy, Stack
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from .irsa import IrsaRole
@@ -33,7 +36,9 @@ class ContainerLogs(Construct):
             for name in LOG_GROUPS
         ]
         self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=AGENT_NAMESPACE, service_account=AGENT_SERVICE_ACCOUNT)
-        log_group_arn = stack.format_arn(service="logs", resource="log-group", resource_name=f"{prefix}/*", arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        log_group_arn = stack.format_arn(
+            service="logs", resource="log-group", resource_name=f"{prefix}/*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
         for statement in (
             iam.PolicyStatement(
                 sid="WriteContainerLogs",
@@ -42,7 +47,13 @@ class ContainerLogs(Construct):
             ),
             iam.PolicyStatement(
                 sid="AgentDiscovery",
-                actions=["logs:DescribeLogGroups", "cloudwatch:PutMetricData", "ec2:DescribeTags", "ec2:DescribeVolumes", "ec2:DescribeInstances"],
+                actions=[
+                    "logs:DescribeLogGroups",
+                    "cloudwatch:PutMetricData",
+                    "ec2:DescribeTags",
+                    "ec2:DescribeVolumes",
+                    "ec2:DescribeInstances",
+                ],
                 resources=["*"],
             ),
         ):
@@ -71,4 +82,3 @@ class ContainerLogs(Construct):
         )
         for group in self.log_groups:
             self.addon.node.add_dependency(group)
-

@@ -12,9 +12,10 @@ import difflib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 
@@ -184,7 +185,9 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str]) -> AppCo
         raise ConfigError("region", region, "must be an AWS region code such as us-west-1 or eu-central-1")
     stack_prefix = values.get("stack_prefix", "AppMesh")
     if not isinstance(stack_prefix, str) or not _STACK_PREFIX.match(stack_prefix):
-        raise ConfigError("stack_prefix", stack_prefix, "must start with a letter and hold only letters, digits and '-', up to 40 characters")
+        raise ConfigError(
+            "stack_prefix", stack_prefix, "must start with a letter and hold only letters, digits and '-', up to 40 characters"
+        )
 
     topology = _topology_with_weights(values)
     network = _network(values, region)
@@ -194,7 +197,9 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str]) -> AppCo
         cloud_map_namespace=_domain("cloud_map_namespace", values.get("cloud_map_namespace", "appmesh.pvt.local")),
     )
     if discovery.hosted_zone == discovery.cloud_map_namespace:
-        raise ConfigError("cloud_map_namespace", discovery.cloud_map_namespace, "must differ from hosted_zone (both create a private zone for the name)")
+        raise ConfigError(
+            "cloud_map_namespace", discovery.cloud_map_namespace, "must differ from hosted_zone (both create a private zone for the name)"
+        )
     mesh = MeshConfig(
         mesh_name=check_dns_label("mesh_name", values.get("mesh_name", "app-mesh")),
         namespace=check_dns_label("namespace", values.get("namespace", "lab-appmesh")),
@@ -217,7 +222,7 @@ def _topology_with_weights(values: Mapping[str, Any]) -> Topology:
     for key, value in values.items():
         if not key.startswith(WEIGHTS_PREFIX):
             continue
-        name = key[len(WEIGHTS_PREFIX):]
+        name = key[len(WEIGHTS_PREFIX) :]
         virtual_services = raw.get("virtual_services") or {}
         if name not in virtual_services:
             raise ConfigError(key, value, f"no virtual service {name!r}; defined: {', '.join(sorted(virtual_services)) or '(none)'}")
@@ -243,7 +248,9 @@ def _network(values: Mapping[str, Any], region: str) -> NetworkConfig:
     if not zones and max_azs > 2:
         # Without an account, CDK cannot look up a region's zones (that needs credentials), and
         # an environment-agnostic VPC spans 2; naming the zones keeps synth offline.
-        raise ConfigError("max_azs", max_azs, f"more than 2 zones needs availability_zones listed explicitly, e.g. [{region}a, {region}b, {region}c]")
+        raise ConfigError(
+            "max_azs", max_azs, f"more than 2 zones needs availability_zones listed explicitly, e.g. [{region}a, {region}b, {region}c]"
+        )
     nat = check_int("nat_gateways", values.get("nat_gateways", 1), 0, max_azs)
     if nat == 0:
         raise ConfigError("nat_gateways", nat, f"nodes in private subnets need a NAT gateway to pull images; use 1 to {max_azs}")
@@ -257,7 +264,11 @@ def _cluster(values: Mapping[str, Any], topology: Topology) -> ClusterConfig:
     minimum = check_int("node_min", values.get("node_min", 1), 1, 100)
     maximum = check_int("node_max", values.get("node_max", 4), 1, 100)
     if not minimum <= desired <= maximum:
-        raise ConfigError("node_desired", desired, f"node counts must satisfy 1 <= node_min ({minimum}) <= node_desired ({desired}) <= node_max ({maximum})")
+        raise ConfigError(
+            "node_desired",
+            desired,
+            f"node counts must satisfy 1 <= node_min ({minimum}) <= node_desired ({desired}) <= node_max ({maximum})",
+        )
     instance_type = values.get("node_instance_type", "m5.large")
     if not isinstance(instance_type, str) or not re.match(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", instance_type):
         raise ConfigError("node_instance_type", instance_type, "must be an EC2 instance type such as m5.large")
@@ -289,7 +300,9 @@ def _cluster(values: Mapping[str, Any], topology: Topology) -> ClusterConfig:
         raise ConfigError("endpoint_access", endpoint_access, f"must be one of {', '.join(ENDPOINT_ACCESS)}")
     public_cidrs = tuple(check_cidr("endpoint_public_cidrs", c) for c in _list(values.get("endpoint_public_cidrs")))
     if public_cidrs and endpoint_access == "private":
-        raise ConfigError("endpoint_public_cidrs", list(public_cidrs), "has no effect with endpoint_access=private; remove it or allow public access")
+        raise ConfigError(
+            "endpoint_public_cidrs", list(public_cidrs), "has no effect with endpoint_access=private; remove it or allow public access"
+        )
     admin = values.get("admin_principal_arn") or None
     if admin is not None and not _ROLE_ARN.match(str(admin)):
         raise ConfigError("admin_principal_arn", admin, "must be an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/Admin")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from .errors import ConfigError
 
@@ -111,10 +112,7 @@ class Topology:
 
     def weights(self) -> dict[str, dict[str, int]]:
         """`{virtual service: {service: weight}}` over all routes, for diffs and tests."""
-        return {
-            vs.name: {target: weight for route in vs.routes for target, weight in route.targets}
-            for vs in self.virtual_services
-        }
+        return {vs.name: {target: weight for route in vs.routes for target, weight in route.targets} for vs in self.virtual_services}
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +304,9 @@ def _parse_targets(key: str, value: Any) -> tuple[tuple[str, int], ...]:
         raise ConfigError(key, value, f"App Mesh accepts 1 to {MAX_TARGETS} weighted targets per route")
     targets = tuple((str(t), check_int(f"{key}.{t}", w, 0, MAX_WEIGHT)) for t, w in pairs)
     if sum(w for _, w in targets) == 0:
-        raise ConfigError(key, value, "all weights are 0, so the route would send traffic nowhere; give at least one target a weight above 0")
+        raise ConfigError(
+            key, value, "all weights are 0, so the route would send traffic nowhere; give at least one target a weight above 0"
+        )
     _no_duplicates(key, [t for t, _ in targets], "target")
     return targets
 

@@ -12,8 +12,8 @@ from config.settings import AppConfig
 
 from .cluster import ClusterStack
 from .discovery import DiscoveryStack
-from .network import NetworkStack
 from .mesh_workload import MeshRoutingStack, MeshServicesStack
+from .network import NetworkStack
 from .platform import MeshPlatformStack
 
 APP_MESH_END_OF_SUPPORT = (
@@ -50,7 +50,12 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
         scope, name("Cluster"), config=config.cluster, vpc=network.vpc, env=env, description="App Mesh on EKS: EKS cluster and nodes"
     )
     discovery = DiscoveryStack(
-        scope, name("Discovery"), config=config.discovery, vpc=network.vpc, env=env, description="App Mesh on EKS: Route53 zone, Cloud Map namespace"
+        scope,
+        name("Discovery"),
+        config=config.discovery,
+        vpc=network.vpc,
+        env=env,
+        description="App Mesh on EKS: Route53 zone, Cloud Map namespace",
     )
     platform = MeshPlatformStack(
         scope,

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import aws_ec2 as ec2, Stack
+from aws_cdk import Stack
+from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from components.discovery import ServiceDiscovery

@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack, aws_eks_v2 as eks
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
 from charts.workloads import MeshNames, gateway_chart, routing_chart, service_chart
@@ -105,7 +106,12 @@ class MeshRoutingStack(Stack):
             chart = gateway_chart(gateway, names, role_arn=role.role.role_arn, kplus=config.cluster.kubernetes.cdk8s_plus())
             # Gateway routes target virtual services: created after them, deleted before them.
             self.gateway = attach_chart(local_cluster, "Gateway", chart, after=[*after, *self.routing])
-            CfnOutput(self, "GatewayService", value=f"{mesh.namespace}/{gateway.name}", description="kubectl -n <ns> get svc <name> shows the gateway's internal NLB address")
+            CfnOutput(
+                self,
+                "GatewayService",
+                value=f"{mesh.namespace}/{gateway.name}",
+                description="kubectl -n <ns> get svc <name> shows the gateway's internal NLB address",
+            )
 
 
 def mesh_names(config: AppConfig) -> MeshNames:

@@ -2,22 +2,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Stack, aws_eks_v2 as eks
+from aws_cdk import Stack
+from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
+from charts.workloads import mesh_chart
 from components.appmesh_controller import AppMeshController
 from components.discovery import ServiceDiscovery
 from components.mesh_workload import attach_chart, imported_cluster
 from components.observability import ContainerLogs
-from charts.workloads import mesh_chart
-from stacks.mesh_workload import mesh_names
 from config.settings import AppConfig
+from stacks.mesh_workload import mesh_names
 
 
 class MeshPlatformStack(Stack):
     """What the mesh runs on: the App Mesh controller, the application namespace, container logs."""
 
-    def __init__(self, scope: Construct, id: str, *, config: AppConfig, cluster: eks.ICluster, discovery: ServiceDiscovery, **kwargs: Any) -> None:
+    def __init__(
+        self, scope: Construct, id: str, *, config: AppConfig, cluster: eks.ICluster, discovery: ServiceDiscovery, **kwargs: Any
+    ) -> None:
         super().__init__(scope, id, **kwargs)
         mesh = config.mesh
         self.controller = AppMeshController(

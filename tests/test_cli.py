@@ -22,7 +22,9 @@ def run_app(tmp_path: Path, *context: str) -> subprocess.CompletedProcess[str]:
         defaults[key] = value
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDK_")}
     env.update({"CDK_CONTEXT_JSON": json.dumps(defaults), "CDK_OUTDIR": str(tmp_path)})
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "app.py")], capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "app.py")], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
+    )
 
 
 @pytest.mark.parametrize(

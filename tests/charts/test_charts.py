@@ -59,7 +59,9 @@ def test_every_reference_resolves(objects: list[dict[str, Any]]) -> None:
 
 def test_each_pod_template_is_matched_by_exactly_one_mesh_selector(objects: list[dict[str, Any]]) -> None:
     selectors = [
-        (o["kind"], o["metadata"]["name"], o["spec"]["podSelector"]["matchLabels"]) for o in objects if o["kind"] in ("VirtualNode", "VirtualGateway")
+        (o["kind"], o["metadata"]["name"], o["spec"]["podSelector"]["matchLabels"])
+        for o in objects
+        if o["kind"] in ("VirtualNode", "VirtualGateway")
     ]
     deployments = [o for o in objects if o["kind"] == "Deployment"]
     assert len(deployments) == 5

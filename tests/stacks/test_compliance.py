@@ -45,7 +45,8 @@ def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(default_synth: Syn
 def test_cdk_nag_catches_a_deliberately_bad_construct(tmp_path: Path) -> None:
     """Proves the nag wiring is live: an unrestricted SSH ingress and a wildcard policy must fail."""
     import aws_cdk as cdk
-    from aws_cdk import aws_ec2 as ec2, aws_iam as iam
+    from aws_cdk import aws_ec2 as ec2
+    from aws_cdk import aws_iam as iam
     from cdk_nag import AwsSolutionsChecks
 
     app = cdk.App(outdir=str(tmp_path))

@@ -75,7 +75,9 @@ def test_cluster_runs_the_configured_version_with_all_control_plane_logs(default
 
 def test_kubectl_layer_matches_the_cluster_version(default_synth: Synthesized, application: Any) -> None:
     template = default_synth.template(application.cluster)
-    template.has_resource_properties("AWS::Lambda::LayerVersion", {"Description": Match.string_like_regexp(r"^/opt/kubectl/kubectl 1\.35\.")})
+    template.has_resource_properties(
+        "AWS::Lambda::LayerVersion", {"Description": Match.string_like_regexp(r"^/opt/kubectl/kubectl 1\.35\.")}
+    )
 
 
 def test_secrets_are_envelope_encrypted_with_a_rotating_key(default_synth: Synthesized, application: Any) -> None:
@@ -120,7 +122,10 @@ def test_private_zone_and_cloud_map_namespace_are_on_the_vpc(default_synth: Synt
     template = default_synth.template(application.discovery)
     template.has_resource_properties(
         "AWS::Route53::HostedZone",
-        {"Name": "appmeshworkshop.hosted.local.", "VPCs": [{"VPCId": {"Fn::ImportValue": Match.string_like_regexp("AppMesh-Network:.*Vpc")}, "VPCRegion": "us-west-1"}]},
+        {
+            "Name": "appmeshworkshop.hosted.local.",
+            "VPCs": [{"VPCId": {"Fn::ImportValue": Match.string_like_regexp("AppMesh-Network:.*Vpc")}, "VPCRegion": "us-west-1"}],
+        },
     )
     template.has_resource_properties(
         "AWS::ServiceDiscovery::PrivateDnsNamespace",
@@ -175,7 +180,9 @@ def test_mesh_namespace_has_the_seed_labels_and_waits_for_the_controller(default
     template = default_synth.template(application.platform)
     release_id = next(iter(template.find_resources("Custom::AWSCDK-EKS-HelmChart")))
     (namespace_id,) = [
-        name for name, (objects, _) in _manifests(template).items() if objects[0]["kind"] == "Namespace" and objects[0]["metadata"]["name"] == "lab-appmesh"
+        name
+        for name, (objects, _) in _manifests(template).items()
+        if objects[0]["kind"] == "Namespace" and objects[0]["metadata"]["name"] == "lab-appmesh"
     ]
     objects, depends_on = _manifests(template)[namespace_id]
     labels = objects[0]["metadata"]["labels"]
@@ -231,7 +238,12 @@ def test_controller_policy_is_scoped_to_the_mesh(default_synth: Synthesized, app
     template = default_synth.template(application.platform)
     manage = _statement(template, "ManageTheMeshAndItsResources")
     assert manage["Effect"] == "Allow"
-    assert set(manage["Action"]) >= {"appmesh:CreateVirtualNode", "appmesh:DeleteMesh", "appmesh:DescribeGatewayRoute", "appmesh:ListVirtualRouters"}
+    assert set(manage["Action"]) >= {
+        "appmesh:CreateVirtualNode",
+        "appmesh:DeleteMesh",
+        "appmesh:DescribeGatewayRoute",
+        "appmesh:ListVirtualRouters",
+    }
     assert all(action.startswith("appmesh:") and "*" not in action for action in manage["Action"])
     resources = json.dumps(manage["Resource"])
     assert ":mesh/app-mesh" in resources and ":mesh/app-mesh/*" in resources
@@ -257,7 +269,12 @@ def test_controller_cloud_map_permissions(default_synth: Synthesized, applicatio
     assert records["Action"] == "route53:ChangeResourceRecordSets"
     assert ":hostedzone/" in json.dumps(records["Resource"])
     acm = _statement(template, "ReadCertificatesForTls")
-    assert set(acm["Action"]) == {"acm:ListCertificates", "acm:DescribeCertificate", "acm-pca:DescribeCertificateAuthority", "acm-pca:ListCertificateAuthorities"}
+    assert set(acm["Action"]) == {
+        "acm:ListCertificates",
+        "acm:DescribeCertificate",
+        "acm-pca:DescribeCertificateAuthority",
+        "acm-pca:ListCertificateAuthorities",
+    }
 
 
 def test_no_full_access_managed_policy_anywhere(default_synth: Synthesized, application: Any) -> None:
@@ -272,10 +289,15 @@ def test_container_logs_add_on_has_its_own_irsa_and_log_retention(default_synth:
     template = default_synth.template(application.platform)
     template.has_resource_properties(
         "AWS::EKS::Addon",
-        {"AddonName": "amazon-cloudwatch-observability", "ServiceAccountRoleArn": {"Fn::GetAtt": [Match.string_like_regexp("ContainerLogsIdentityRole"), "Arn"]}},
+        {
+            "AddonName": "amazon-cloudwatch-observability",
+            "ServiceAccountRoleArn": {"Fn::GetAtt": [Match.string_like_regexp("ContainerLogsIdentityRole"), "Arn"]},
+        },
     )
     for group in ("application", "dataplane", "host", "performance"):
-        template.has_resource_properties("AWS::Logs::LogGroup", {"LogGroupName": f"/aws/containerinsights/app-mesh/{group}", "RetentionInDays": 30})
+        template.has_resource_properties(
+            "AWS::Logs::LogGroup", {"LogGroupName": f"/aws/containerinsights/app-mesh/{group}", "RetentionInDays": 30}
+        )
     write = _statement(template, "WriteContainerLogs")
     assert ":log-group:/aws/containerinsights/app-mesh/*" in json.dumps(write["Resource"])
 
@@ -283,5 +305,7 @@ def test_container_logs_add_on_has_its_own_irsa_and_log_retention(default_synth:
 def test_app_mesh_end_of_support_is_announced_at_synth(application: Any) -> None:
     from aws_cdk.assertions import Annotations
 
-    warnings = Annotations.from_stack(application.platform).find_warning("*", Match.string_like_regexp("discontinued App Mesh on 2026-09-30"))
+    warnings = Annotations.from_stack(application.platform).find_warning(
+        "*", Match.string_like_regexp("discontinued App Mesh on 2026-09-30")
+    )
     assert len(warnings) == 1

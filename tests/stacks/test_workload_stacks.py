@@ -20,7 +20,12 @@ def test_one_manifest_per_service_with_its_objects(default_synth: Synthesized, a
     by_name = {name: objects for name, (objects, _) in manifests.items()}
     assert len(by_name) == 4
     nodejs = next(objects for objects in by_name.values() if ("VirtualNode", "nodejs-app") in _kinds(objects))
-    assert sorted(_kinds(nodejs)) == [("Deployment", "nodejs-app"), ("Service", "nodejs"), ("ServiceAccount", "nodejs"), ("VirtualNode", "nodejs-app")]
+    assert sorted(_kinds(nodejs)) == [
+        ("Deployment", "nodejs-app"),
+        ("Service", "nodejs"),
+        ("ServiceAccount", "nodejs"),
+        ("VirtualNode", "nodejs-app"),
+    ]
 
 
 def test_service_manifests_wait_for_the_namespace_and_the_mesh(application: Any) -> None:

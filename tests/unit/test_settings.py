@@ -157,8 +157,7 @@ def test_malformed_domain_is_refused(domain: str) -> None:
 
 def test_more_than_two_zones_needs_them_named() -> None:
     assert error_for(max_azs=3) == (
-        "config error: max_azs=3: more than 2 zones needs availability_zones listed explicitly, "
-        "e.g. [us-west-1a, us-west-1b, us-west-1c]"
+        "config error: max_azs=3: more than 2 zones needs availability_zones listed explicitly, e.g. [us-west-1a, us-west-1b, us-west-1c]"
     )
     assert config_with(max_azs=3, availability_zones="us-west-1a,us-west-1b,us-west-1c", nat_gateways=3).network.max_azs == 3
 
@@ -175,7 +174,9 @@ def test_nat_gateways_bounded_by_zones() -> None:
 
 
 def test_log_retention_must_be_a_cloudwatch_period() -> None:
-    assert error_for(log_retention_days=10).startswith("config error: log_retention_days=10: CloudWatch Logs accepts only 1, 3, 5, 7, 14, 30")
+    assert error_for(log_retention_days=10).startswith(
+        "config error: log_retention_days=10: CloudWatch Logs accepts only 1, 3, 5, 7, 14, 30"
+    )
 
 
 def test_endpoint_access_values() -> None:

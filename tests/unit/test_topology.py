@@ -37,13 +37,18 @@ def test_weights_shift_from_the_command_line() -> None:
 
 
 def test_weights_for_an_unknown_virtual_service() -> None:
-    with pytest.raises(ConfigError, match=r"^config error: weights.nodjs='nodejs:1': no virtual service 'nodjs'; defined: crystal, nodejs$"):
+    with pytest.raises(
+        ConfigError, match=r"^config error: weights.nodjs='nodejs:1': no virtual service 'nodjs'; defined: crystal, nodejs$"
+    ):
         config_with(**{"weights.nodjs": "nodejs:1"})
 
 
 def test_unknown_backend() -> None:
     message = topology_error(lambda t: t["services"]["frontend"].update(backends=["nodejs", "ruby"]))
-    assert message == "config error: topology.services.frontend.backends='ruby': unknown virtual service; defined virtual services: crystal, nodejs"
+    assert (
+        message
+        == "config error: topology.services.frontend.backends='ruby': unknown virtual service; defined virtual services: crystal, nodejs"
+    )
 
 
 def test_unknown_route_target() -> None:
@@ -53,7 +58,10 @@ def test_unknown_route_target() -> None:
 
 def test_unknown_gateway_virtual_service() -> None:
     message = topology_error(lambda t: t["gateway"]["routes"][0].update(virtual_service="ruby"))
-    assert message == "config error: topology.gateway.routes[0].virtual_service='ruby': unknown virtual service; defined virtual services: crystal, nodejs"
+    assert (
+        message
+        == "config error: topology.gateway.routes[0].virtual_service='ruby': unknown virtual service; defined virtual services: crystal, nodejs"
+    )
 
 
 def test_duplicate_route_targets() -> None:
@@ -63,7 +71,9 @@ def test_duplicate_route_targets() -> None:
 @pytest.mark.parametrize("weight", [-1, 101, "heavy"])
 def test_weight_outside_app_mesh_range(weight: Any) -> None:
     message = topology_error(lambda t: t["virtual_services"]["nodejs"]["routes"][0].update(targets={"nodejs": weight, "nodejsv2": 1}))
-    assert message == f"config error: topology.virtual_services.nodejs.routes[0].targets.nodejs={weight!r}: must be an integer from 0 to 100"
+    assert (
+        message == f"config error: topology.virtual_services.nodejs.routes[0].targets.nodejs={weight!r}: must be an integer from 0 to 100"
+    )
 
 
 def test_all_zero_weights() -> None:
@@ -103,7 +113,9 @@ def test_name_not_a_dns_label() -> None:
 def test_pod_labels_matched_by_two_selectors() -> None:
     # A gateway named like a virtual node selects that service's pods too.
     message = topology_error(lambda t: t["gateway"].update(name="nodejs-app"))
-    assert message.startswith("config error: topology='service nodejs': its pods (labels {'app': 'nodejs-app'}) are selected by VirtualNode nodejs-app and VirtualGateway nodejs-app")
+    assert message.startswith(
+        "config error: topology='service nodejs': its pods (labels {'app': 'nodejs-app'}) are selected by VirtualNode nodejs-app and VirtualGateway nodejs-app"
+    )
 
 
 def test_exposed_service_needs_an_allowlist() -> None:
@@ -118,4 +130,7 @@ def test_unknown_service_key_suggests() -> None:
 
 def test_targets_of_a_route_must_share_a_port() -> None:
     message = topology_error(lambda t: t["services"]["nodejsv2"].update(port=4000))
-    assert message == "config error: topology.virtual_services.nodejs.routes[0].targets='nodejsv2': listens on 4000, but nodejs listens on 3000; a router has one listener port"
+    assert (
+        message
+        == "config error: topology.virtual_services.nodejs.routes[0].targets='nodejsv2': listens on 4000, but nodejs listens on 3000; a router has one listener port"
+    )
