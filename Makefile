@@ -11,7 +11,7 @@ CDK := $(CURDIR)/node_modules/.bin/cdk
 CDK_ARGS ?=
 
 
-.PHONY: help synth runtimes test test-python lint bench diff deploy destroy clean
+.PHONY: help synth runtimes test local test-python lint bench diff deploy destroy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,7 +45,13 @@ test: $(BIN)/.dev node_modules/.installed runtimes ## Run every test: services i
 	$(NODE) --test 'services/nodejs/test/*.test.js'
 	ruby services/frontend/test/run_all.rb
 	cd services/crystal && crystal spec
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+local: $(BIN)/.dev runtimes ## Run the four services behind real Envoy, configured from the topology (Ctrl-C stops)
+	$(BIN)/python -m localmesh $(LOCAL_ARGS)
 
 lint: $(BIN)/.dev ## ruff and mypy
 	$(BIN)/ruff check .

@@ -33,7 +33,7 @@ def _appmesh_actions() -> list[str]:
     for kind in _APPMESH_TYPES:
         actions += [f"appmesh:{verb}{kind}" for verb in ("Create", "Describe", "Update", "Delete")]
         actions.append(f"appmesh:List{kind}s" if kind != "Mesh" else "appmesh:ListMeshes")
-    return sorted(set(actions) - {"appmesh:ListMeshes"}) + ["appmesh:TagResource", "appmesh:UntagResource", "appmesh:ListTagsForResource"]
+    return [*sorted(set(actions) - {"appmesh:ListMeshes"}), "appmesh:TagResource", "appmesh:UntagResource", "appmesh:ListTagsForResource"]
 
 
 class AppMeshController(Construct):

@@ -283,7 +283,8 @@ def _cluster(values: Mapping[str, Any], topology: Topology) -> ClusterConfig:
         raise ConfigError(
             "node_instance_type",
             instance_type,
-            f"its pod capacity is not in config/instances.py; set node_max_pods to the type's max pods, or use one of {', '.join(sorted(instances.MAX_PODS))}",
+            "its pod capacity is not in config/instances.py; set node_max_pods to the type's max pods, "
+            f"or use one of {', '.join(sorted(instances.MAX_PODS))}",
         )
     if not auto_mode:
         needed = pods_per_node(topology, desired)

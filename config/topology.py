@@ -378,11 +378,11 @@ def _check_references(key: str, topology: Topology) -> None:
             if backend == service.name:
                 raise ConfigError(f"{key}.services.{service.name}.backends", backend, "a service cannot call itself through the mesh")
     if topology.gateway:
-        for index, route in enumerate(topology.gateway.routes):
-            if route.virtual_service not in vs_names:
+        for index, gateway_route in enumerate(topology.gateway.routes):
+            if gateway_route.virtual_service not in vs_names:
                 raise ConfigError(
                     f"{key}.gateway.routes[{index}].virtual_service",
-                    route.virtual_service,
+                    gateway_route.virtual_service,
                     f"unknown virtual service; defined virtual services: {', '.join(sorted(vs_names)) or '(none)'}",
                 )
     _check_pod_selection(key, topology)

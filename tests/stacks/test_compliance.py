@@ -75,5 +75,5 @@ def test_two_synths_of_the_same_config_are_byte_identical(default_synth: Synthes
     first = sorted(default_synth.outdir.glob("*.template.json"))
     second = sorted(again.outdir.glob("*.template.json"))
     assert [p.name for p in first] == [p.name for p in second]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name

