@@ -11,7 +11,7 @@ CDK := $(CURDIR)/node_modules/.bin/cdk
 CDK_ARGS ?=
 
 
-.PHONY: help synth runtimes test local test-python lint bench diff deploy destroy clean
+.PHONY: help synth runtimes test local meshdiff test-python lint bench diff deploy destroy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,7 +61,11 @@ lint: $(BIN)/.dev ## ruff and mypy
 bench: $(BIN)/.dev node_modules/.installed ## Print synth-time and scale figures
 	$(BIN)/python scripts/bench.py
 
-diff: $(BIN)/.runtime node_modules/.installed ## cdk diff against the deployed stacks (needs AWS credentials)
+meshdiff: $(BIN)/.runtime ## Mesh-level diff (services, routes, weights, gateway) of CDK_ARGS against the last synth, offline
+	$(BIN)/python -m meshdiff $(CDK_ARGS)
+
+diff: $(BIN)/.runtime node_modules/.installed ## Mesh-level diff, then cdk diff against the deployed stacks (needs AWS credentials)
+	$(BIN)/python -m meshdiff $(CDK_ARGS)
 	$(CDK) diff --all $(CDK_ARGS)
 
 deploy: $(BIN)/.runtime node_modules/.installed ## Deploy every stack (needs AWS credentials and a bootstrapped account)

@@ -35,6 +35,11 @@ def wildcard_resource(stack: Stack, arn: str) -> str:
     return f"IAM5[Resource::{_render(stack.resolve(arn))}]"
 
 
+def rendered(stack: Stack, value: str) -> str:
+    """A string with tokens (an ARN, an account), written the way cdk-nag prints it."""
+    return _render(stack.resolve(value))
+
+
 def _render(value: Any) -> str:
     if isinstance(value, str):
         return value

@@ -77,6 +77,18 @@ class MeshConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """CDK Pipelines promotion; absent unless `pipeline_connection_arn` is set."""
+
+    connection_arn: str
+    repository: str
+    branch: str
+    stages: tuple[str, ...]
+    approval_stages: tuple[str, ...]
+    protected_stages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class AppConfig:
     account: str | None
     region: str
@@ -85,6 +97,8 @@ class AppConfig:
     cluster: ClusterConfig
     discovery: DiscoveryConfig
     mesh: MeshConfig
+    termination_protection: bool = False
+    pipeline: PipelineConfig | None = None
 
 
 # Keys accepted at the top level of the context, the config file and `-c`.
@@ -116,6 +130,13 @@ KNOWN_KEYS = {
     "namespace",
     "services_per_stack",
     "topology",
+    "termination_protection",
+    "pipeline_connection_arn",
+    "pipeline_repository",
+    "pipeline_branch",
+    "pipeline_stages",
+    "pipeline_approval_stages",
+    "pipeline_protected_stages",
 }
 # `-c weights.<virtual service>=svc:w,svc:w` shifts a canary without editing the topology.
 WEIGHTS_PREFIX = "weights."
@@ -206,7 +227,63 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str]) -> AppCo
         topology=topology,
         services_per_stack=check_int("services_per_stack", values.get("services_per_stack", 40), 1, 80),
     )
-    return AppConfig(account, region, stack_prefix, network, cluster, discovery, mesh)
+    return AppConfig(
+        account,
+        region,
+        stack_prefix,
+        network,
+        cluster,
+        discovery,
+        mesh,
+        termination_protection=_bool("termination_protection", values.get("termination_protection", False)),
+        pipeline=_pipeline(values),
+    )
+
+
+_CONNECTION_ARN = re.compile(r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[0-9a-f-]{36}$")
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+
+def _pipeline(values: Mapping[str, Any]) -> PipelineConfig | None:
+    arn = values.get("pipeline_connection_arn") or None
+    if arn is None:
+        for key in ("pipeline_repository", "pipeline_stages"):
+            if values.get(key):
+                raise ConfigError(
+                    key,
+                    values[key],
+                    "has no effect without pipeline_connection_arn (the CodeConnections connection the pipeline reads)",
+                )
+        return None
+    if not isinstance(arn, str) or not _CONNECTION_ARN.match(arn):
+        raise ConfigError(
+            "pipeline_connection_arn",
+            arn,
+            "must be a CodeConnections connection ARN, e.g. arn:aws:codeconnections:us-west-1:123456789012:connection/<uuid>",
+        )
+    repository = values.get("pipeline_repository")
+    if not isinstance(repository, str) or not _REPOSITORY.match(repository):
+        raise ConfigError("pipeline_repository", repository, "must be owner/name of the repository, e.g. my-org/appmesh-eks")
+    branch = values.get("pipeline_branch", "main")
+    if not isinstance(branch, str) or not branch or any(c in branch for c in " ~^:?*[\\"):
+        raise ConfigError("pipeline_branch", branch, "must be a git branch name")
+    stages = tuple(str(s) for s in _list(values.get("pipeline_stages", ["dev", "prod"])))
+    if not stages:
+        raise ConfigError("pipeline_stages", [], "list at least one stage, e.g. dev,prod")
+    for stage in stages:
+        if not _STAGE.match(stage):
+            raise ConfigError("pipeline_stages", stage, "stage names are lower-case letters, digits and '-', up to 20 characters")
+    if len(set(stages)) != len(stages):
+        raise ConfigError("pipeline_stages", list(stages), "lists a stage twice")
+    subsets = {}
+    for key, default in (("pipeline_approval_stages", ["prod"]), ("pipeline_protected_stages", ["prod"])):
+        chosen = tuple(str(s) for s in _list(values.get(key, [s for s in default if s in stages])))
+        for stage in chosen:
+            if stage not in stages:
+                raise ConfigError(key, stage, f"is not one of pipeline_stages ({', '.join(stages)})")
+        subsets[key] = chosen
+    return PipelineConfig(arn, repository, branch, stages, subsets["pipeline_approval_stages"], subsets["pipeline_protected_stages"])
 
 
 def _topology_with_weights(values: Mapping[str, Any]) -> Topology:
@@ -361,3 +438,21 @@ def _list(value: Any) -> list[Any]:
     if isinstance(value, (list, tuple)):
         return list(value)
     return [value]
+
+
+def changed_settings(defaults: Mapping[str, Any], merged: Mapping[str, Any]) -> dict[str, str]:
+    """The settings that differ from cdk.json, as `-c key=value` strings that build the same
+    config again (the pipeline replays them in its synth step)."""
+    changed = {}
+    for key, value in merged.items():
+        if is_cdk_internal(key) or defaults.get(key) == value:
+            continue
+        if isinstance(value, bool):
+            changed[key] = "true" if value else "false"
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) for v in value):
+            changed[key] = ",".join(str(v) for v in value)
+        elif isinstance(value, (dict, list, tuple)):
+            changed[key] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        else:
+            changed[key] = str(value)
+    return changed

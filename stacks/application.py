@@ -90,11 +90,16 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
         config=config,
         cluster=cluster.cluster,
         discovery=discovery.discovery,
+        vpc=network.vpc,
         after=[platform.namespace, platform.mesh],
+        service_manifests=[manifest for stack in service_stacks for manifest in stack.manifests.values()],
         env=env,
         description="App Mesh on EKS: virtual routers and services, DNS names, ingress gateway",
     )
     for stack in service_stacks:
         # Routes reference virtual nodes: create after, delete before (see MeshRoutingStack).
         routing.add_stack_dependency(stack, "routes target the virtual nodes of these services")
-    return Application(network, cluster, discovery, platform, service_stacks, routing)
+    application = Application(network, cluster, discovery, platform, service_stacks, routing)
+    for deployable in application.stacks:
+        deployable.termination_protection = config.termination_protection
+    return application

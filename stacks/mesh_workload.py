@@ -3,13 +3,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
 from charts.workloads import MeshNames, gateway_chart, routing_chart, service_chart
 from components.discovery import ServiceDiscovery
 from components.mesh_workload import MAX_MANIFEST_BYTES, MeshWorkloadRole, attach_chart, chunk_by_size, imported_cluster, service_image
+from components.smoke_test import SmokeTest
 from config.settings import AppConfig
 from config.topology import Service
 
@@ -69,7 +71,9 @@ class MeshRoutingStack(Stack):
         config: AppConfig,
         cluster: eks.ICluster,
         discovery: ServiceDiscovery,
+        vpc: ec2.IVpc,
         after: list[IConstruct],
+        service_manifests: list[eks.KubernetesManifest],
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
@@ -106,12 +110,51 @@ class MeshRoutingStack(Stack):
             chart = gateway_chart(gateway, names, role_arn=role.role.role_arn, kplus=config.cluster.kubernetes.cdk8s_plus())
             # Gateway routes target virtual services: created after them, deleted before them.
             self.gateway = attach_chart(local_cluster, "Gateway", chart, after=[*after, *self.routing])
-            CfnOutput(
-                self,
-                "GatewayService",
-                value=f"{mesh.namespace}/{gateway.name}",
-                description="kubectl -n <ns> get svc <name> shows the gateway's internal NLB address",
-            )
+
+        # Load balancer addresses exist only once Kubernetes has provisioned them; read them back
+        # through the kubectl provider so they become stack outputs (and smoke-test inputs).
+        self.urls: dict[str, str] = {}
+        if topology.gateway and self.gateway:
+            self.urls["gateway"] = self._load_balancer_url(local_cluster, "Gateway", topology.gateway.name, mesh.namespace, self.gateway)
+            CfnOutput(self, "GatewayUrl", value=self.urls["gateway"], description="Internal NLB of the gateway: <url>/eks/")
+        for service in topology.services:
+            if service.exposure != "none":
+                url = self._load_balancer_url(local_cluster, f"Service-{service.name}", service.name, mesh.namespace, *service_manifests)
+                self.urls[service.name] = url
+                CfnOutput(self, f"{_camel(service.name)}Url", value=url, description=f"The {service.name} service's {service.exposure} NLB")
+        self.smoke_test = SmokeTest(
+            self,
+            "SmokeTest",
+            vpc=vpc,
+            gateway_url=self.urls.get("gateway", ""),
+            frontend_url=self.urls.get("frontend"),
+            log_retention_days=config.cluster.log_retention_days,
+        )
+        self.smoke_test_project = CfnOutput(
+            self,
+            "SmokeTestProject",
+            value=self.smoke_test.project.project_name,
+            description="start-build it to smoke-test",
+        )
+
+    def _load_balancer_url(self, cluster: eks.ICluster, id: str, name: str, namespace: str, *after: IConstruct) -> str:
+        value = eks.KubernetesObjectValue(
+            self,
+            f"Address-{id}",
+            cluster=cluster,
+            object_type="service",
+            object_name=name,
+            object_namespace=namespace,
+            json_path=".status.loadBalancer.ingress[0].hostname",
+            timeout=Duration.minutes(10),
+        )
+        for dependency in after:
+            value.node.add_dependency(dependency)
+        return f"http://{value.value}"
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("-"))
 
 
 def mesh_names(config: AppConfig) -> MeshNames:

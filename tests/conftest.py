@@ -39,7 +39,13 @@ class Synthesized:
         return Template.from_stack(stack)
 
     def template_json(self, stack: Any) -> dict[str, Any]:
-        return json.loads((self.outdir / stack.template_file).read_text())  # type: ignore[no-any-return]
+        # A stage's stacks live in the stage's nested assembly (assembly-<stage>/).
+        (path,) = (
+            [self.outdir / stack.template_file]
+            if (self.outdir / stack.template_file).exists()
+            else self.outdir.glob(f"assembly-*/{stack.template_file}")
+        )
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
 def synthesize(
@@ -61,7 +67,23 @@ def synthesize(
         from cdk_nag import AwsSolutionsChecks
 
         cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-    application = build_application(app, build_config(merge_layers(defaults, context, PROJECT_ROOT), environ or {}))
+    merged = merge_layers(defaults, context, PROJECT_ROOT)
+    config = build_config(merged, environ or {})
+    application: Any
+    if config.pipeline:
+        from config.settings import changed_settings
+        from stacks.pipeline import PipelineStack
+
+        application = PipelineStack(
+            app,
+            f"{config.stack_prefix}-Pipeline",
+            config=config,
+            pipeline=config.pipeline,
+            synth_context=changed_settings(defaults, merged),
+            env=cdk.Environment(account=config.account, region=config.region),
+        )
+    else:
+        application = build_application(app, config)
     error = None
     try:
         app.synth()

@@ -42,3 +42,21 @@ def test_invalid_config_prints_one_line_and_writes_nothing(tmp_path: Path, setti
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_valid_config_writes_templates_and_the_mesh_summary(tmp_path: Path) -> None:
+    import json
+
+    result = run_app(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Node 20 is end-of-life" not in result.stderr  # jsii runs on the venv's Node
+    assert sorted(p.name for p in tmp_path.glob("*.template.json")) == [
+        "AppMesh-Cluster.template.json",
+        "AppMesh-Discovery.template.json",
+        "AppMesh-MeshPlatform.template.json",
+        "AppMesh-MeshRouting.template.json",
+        "AppMesh-MeshServices.template.json",
+        "AppMesh-Network.template.json",
+    ]
+    summary = json.loads((tmp_path / "mesh-topology.json").read_text())
+    assert summary["mesh"] == "app-mesh"

@@ -1,0 +1,91 @@
+"""A smoke test that runs inside the VPC: a CodeBuild project in the private subnets.
+
+The pipeline starts it after each stage (and anyone can with `aws codebuild start-build`); it
+fails when the gateway's `/eks/` does not reach nodejs or the frontend does not show both
+backends. It lives in the application, not in the pipeline stack, because only the application
+knows its VPC: a pipeline step cannot reference a stage's resources at synth time.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from .log_retention import retention
+from .nag import acknowledge, wildcard_resource
+
+# curl with retries: NLBs take a few minutes to register targets after a first deploy.
+_CHECKS = [
+    'echo "gateway: $GATEWAY_URL/eks/"',
+    'curl -fsS --retry 30 --retry-delay 10 --retry-all-errors --max-time 10 "$GATEWAY_URL/eks/" | tee /tmp/eks.json',
+    'grep -q \'"service":"nodejs\' /tmp/eks.json',
+    'if [ -n "$FRONTEND_URL" ]; then',
+    '  curl -fsS --retry 30 --retry-delay 10 --retry-all-errors --max-time 10 "$FRONTEND_URL/json" | tee /tmp/frontend.json',
+    "  python3 -c \"import json; d=json.load(open('/tmp/frontend.json')); bad=[n for n,b in d['backends'].items() if not b['ok']]; "
+    "assert not bad, 'backends unavailable: ' + ', '.join(bad)\"",
+    "fi",
+]
+
+
+class SmokeTest(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        vpc: ec2.IVpc,
+        gateway_url: str,
+        frontend_url: str | None,
+        log_retention_days: int,
+    ) -> None:
+        super().__init__(scope, id)
+        key = kms.Key(
+            self, "Key", enable_key_rotation=True, removal_policy=RemovalPolicy.DESTROY, description="Smoke test build artifacts and logs"
+        )
+        log_group = logs.LogGroup(self, "Logs", retention=retention(log_retention_days), removal_policy=RemovalPolicy.DESTROY)
+        # Egress only: the project calls the load balancers and pulls its build image.
+        security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc, description="App Mesh smoke test (CodeBuild), egress only")
+        self.project = codebuild.Project(
+            self,
+            "Project",
+            security_groups=[security_group],
+            description="Calls the internal gateway's /eks/ and the frontend from inside the VPC",
+            vpc=vpc,
+            subnet_selection=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            encryption_key=key,
+            timeout=Duration.minutes(15),
+            environment=codebuild.BuildEnvironment(build_image=codebuild.LinuxBuildImage.STANDARD_7_0),
+            environment_variables={
+                "GATEWAY_URL": codebuild.BuildEnvironmentVariable(value=gateway_url),
+                "FRONTEND_URL": codebuild.BuildEnvironmentVariable(value=frontend_url or ""),
+            },
+            logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=log_group)),
+            build_spec=codebuild.BuildSpec.from_object({"version": "0.2", "phases": {"build": {"commands": _CHECKS}}}),
+        )
+        stack = Stack.of(self)
+        project_name = self.project.project_name
+        acknowledge(
+            self.project,
+            "Grants aws-codebuild writes for every project: managing its ENIs in the VPC (EC2 "
+            "supports no narrower resource for CreateNetworkInterface and friends), its default log "
+            "group and report groups (named after the project, with run-time suffixes), and the "
+            "KMS data-key actions for its own key.",
+            "IAM5[Resource::*]",
+            "IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*]",
+            wildcard_resource(
+                stack,
+                stack.format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name=f"/aws/codebuild/{project_name}:*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                ),
+            ),
+            wildcard_resource(stack, stack.format_arn(service="codebuild", resource="report-group", resource_name=f"{project_name}-*")),
+            "IAM5[Action::kms:GenerateDataKey*]",
+            "IAM5[Action::kms:ReEncrypt*]",
+        )

@@ -1,0 +1,177 @@
+"""CDK Pipelines: the same application, promoted through stages (dev, then prod behind approval).
+
+`cdk deploy --all` deploys only top-level stacks, so the direct path (app.py without pipeline
+config) calls `build_application` at the top level, and each pipeline stage calls it inside an
+`AppMeshStage`: one definition of the application either way, which a test checks by comparing
+the templates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from typing import Any
+
+from aws_cdk import ArnFormat, Environment, Stack, Stage, pipelines
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from components.appmesh_controller import CHART, CHART_REPOSITORY, CHART_VERSION
+from components.nag import acknowledge, rendered, wildcard_resource
+from config.settings import AppConfig, PipelineConfig
+
+from .application import Application, build_application
+
+# The pipeline's synth runs `make test`, whose chart tests read the controller's CRDs from
+# ../shared/schemas; the pipeline fetches the same file from the pinned chart instead.
+_FETCH_CRDS = (
+    "mkdir -p ../shared/schemas && "
+    f"curl -fsSL {CHART_REPOSITORY}/{CHART}-{CHART_VERSION}.tgz | tar -xzO {CHART}/crds/crds.yaml "
+    "> ../shared/schemas/appmesh-controller-crds.yaml"
+)
+# Start the in-VPC smoke-test project of the stage just deployed and fail unless it succeeds.
+_RUN_SMOKE_TEST = [
+    'BUILD_ID=$(aws codebuild start-build --project-name "$SMOKE_TEST_PROJECT" --query build.id --output text)',
+    'echo "smoke test build $BUILD_ID"',
+    "while true; do "
+    'STATUS=$(aws codebuild batch-get-builds --ids "$BUILD_ID" --query "builds[0].buildStatus" --output text); '
+    'case "$STATUS" in SUCCEEDED) exit 0;; IN_PROGRESS) sleep 15;; *) echo "smoke test: $STATUS"; exit 1;; esac; '
+    "done",
+]
+
+
+def stage_config(config: AppConfig, stage: str, protected: bool) -> AppConfig:
+    """The application's config for one stage: stages share an account and region, so the
+    regional names (EKS cluster, App Mesh mesh) carry the stage as a suffix."""
+    return dataclasses.replace(
+        config,
+        pipeline=None,
+        termination_protection=protected,
+        cluster=dataclasses.replace(config.cluster, name=f"{config.cluster.name}-{stage}"),
+        mesh=dataclasses.replace(config.mesh, mesh_name=f"{config.mesh.mesh_name}-{stage}"),
+    )
+
+
+class AppMeshStage(Stage):
+    def __init__(self, scope: Construct, id: str, *, config: AppConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.application: Application = build_application(self, config)
+
+
+class PipelineStack(Stack):
+    def __init__(
+        self, scope: Construct, id: str, *, config: AppConfig, pipeline: PipelineConfig, synth_context: dict[str, str], **kwargs: Any
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        source = pipelines.CodePipelineSource.connection(pipeline.repository, pipeline.branch, connection_arn=pipeline.connection_arn)
+        # Synthesize with the same settings this pipeline was synthesized with.
+        cdk_args = " ".join(f"-c {shlex.quote(f'{key}={value}')}" for key, value in sorted(synth_context.items()))
+        synth = pipelines.ShellStep(
+            "Synth",
+            input=source,
+            install_commands=[_FETCH_CRDS],
+            commands=["make test", f"make synth CDK_ARGS={shlex.quote(cdk_args)}"],
+            primary_output_directory="cdk.out",
+        )
+        self.pipeline = pipelines.CodePipeline(
+            self,
+            "Pipeline",
+            synth=synth,
+            synth_code_build_defaults=pipelines.CodeBuildOptions(
+                build_environment=codebuild.BuildEnvironment(
+                    build_image=codebuild.LinuxBuildImage.STANDARD_7_0, compute_type=codebuild.ComputeType.LARGE
+                )
+            ),
+            # Image assets are built by the asset-publishing steps, which need Docker.
+            docker_enabled_for_self_mutation=True,
+            enable_key_rotation=True,
+            cross_account_keys=True,
+        )
+        env = Environment(account=config.account, region=config.region)
+        self.stages: dict[str, AppMeshStage] = {}
+        for name in pipeline.stages:
+            stage = AppMeshStage(self, name.capitalize(), config=stage_config(config, name, name in pipeline.protected_stages), env=env)
+            self.stages[name] = stage
+            pre: list[pipelines.Step] = []
+            if name in pipeline.approval_stages:
+                pre.append(pipelines.ManualApprovalStep(f"Approve-{name}", comment=f"Promote to {name}?"))
+            smoke = pipelines.CodeBuildStep(
+                f"SmokeTest-{name}",
+                commands=_RUN_SMOKE_TEST,
+                env_from_cfn_outputs={"SMOKE_TEST_PROJECT": stage.application.routing.smoke_test_project},
+                role_policy_statements=[
+                    iam.PolicyStatement(
+                        actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+                        resources=[self.format_arn(service="codebuild", resource="project", resource_name="*")],
+                    )
+                ],
+            )
+            self.pipeline.add_stage(stage, pre=pre, post=[smoke])
+        self.pipeline.build_pipeline()
+        self._acknowledge_pipeline_internals()
+
+    def _acknowledge_pipeline_internals(self) -> None:
+        """Findings on the roles and bucket CDK Pipelines creates for itself.
+
+        Each is named exactly (per CodeBuild project, by its logical id), so a wildcard anyone adds
+        later still fails the check.
+        """
+        findings = [
+            # The artifact bucket's object actions, granted by CodePipeline/CodeBuild to themselves.
+            "IAM5[Action::s3:GetObject*]",
+            "IAM5[Action::s3:GetBucket*]",
+            "IAM5[Action::s3:List*]",
+            "IAM5[Action::s3:DeleteObject*]",
+            "IAM5[Action::s3:Abort*]",
+            "IAM5[Action::kms:GenerateDataKey*]",
+            "IAM5[Action::kms:ReEncrypt*]",
+            f"IAM5[Resource::<{self.get_logical_id(self.pipeline.pipeline.artifact_bucket.node.default_child)}.Arn>/*]",  # type: ignore[arg-type]
+            # CodeBuild's default log groups and report groups, and the bootstrap asset roles.
+            wildcard_resource(
+                self,
+                self.format_arn(
+                    service="logs", resource="log-group", resource_name="/aws/codebuild/*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+                ),
+            ),
+            wildcard_resource(self, self.format_arn(service="codebuild", resource="report-group", resource_name="*")),
+            # The smoke-test step may start the project the stage creates (its name is a token).
+            wildcard_resource(self, self.format_arn(service="codebuild", resource="project", resource_name="*")),
+            f"IAM5[Resource::arn:*:iam::{rendered(self, self.account)}:role/*]",
+            # Self-mutation reads CloudFormation stacks, asset roles get ECR auth tokens: APIs
+            # without resource-level permissions.
+            "IAM5[Resource::*]",
+        ]
+        for project in self.node.find_all():
+            if isinstance(project, codebuild.CfnProject):
+                logical = f"<{self.get_logical_id(project)}>"
+                findings.append(
+                    wildcard_resource(
+                        self,
+                        self.format_arn(
+                            service="logs",
+                            resource="log-group",
+                            resource_name=f"/aws/codebuild/{logical}:*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        ),
+                    )
+                )
+                findings.append(
+                    wildcard_resource(self, self.format_arn(service="codebuild", resource="report-group", resource_name=f"{logical}-*"))
+                )
+        acknowledge(
+            self.pipeline,
+            "CDK Pipelines' own roles: CodePipeline and CodeBuild grant themselves object-level "
+            "wildcards on the pipeline's artifact bucket and KMS key, write their default log and "
+            "report groups (named after each project), and assume the bootstrap roles "
+            "(cdk-*-role) to publish assets; the smoke-test step starts the stage's project, whose "
+            "name is only known after the stage deploys.",
+            *findings,
+        )
+        acknowledge(
+            self.pipeline,
+            "The artifact bucket holds only pipeline artifacts, encrypted with the pipeline's key; "
+            "CodePipeline and CloudTrail record every access, so server access logs would add a "
+            "second log bucket without adding information.",
+            "S1",
+        )

@@ -1,0 +1,199 @@
+"""CDK Pipelines: stages from config, prod behind approval, an in-VPC smoke test after each."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import ConfigError
+from tests.conftest import Synthesized, normalize_template, synthesize
+from tests.unit.test_settings import config_with
+
+CONNECTION = "arn:aws:codeconnections:us-west-1:123456789012:connection/12345678-1234-1234-1234-123456789012"
+PIPELINE = {"pipeline_connection_arn": CONNECTION, "pipeline_repository": "my-org/appmesh-eks", "account": "123456789012"}
+
+
+@pytest.fixture(scope="module")
+def pipeline_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("pipeline"), PIPELINE, nag=True)
+
+
+@pytest.fixture(scope="module")
+def pipeline_template(pipeline_synth: Synthesized) -> dict[str, Any]:
+    return pipeline_synth.template_json(pipeline_synth.application)
+
+
+def _pipeline_stages(template: dict[str, Any]) -> list[dict[str, Any]]:
+    (pipeline,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::CodePipeline::Pipeline"]
+    return pipeline["Properties"]["Stages"]  # type: ignore[no-any-return]
+
+
+def test_stages_run_in_order_source_build_self_mutation_dev_prod(pipeline_template: dict[str, Any]) -> None:
+    assert [stage["Name"] for stage in _pipeline_stages(pipeline_template)] == [
+        "Source",
+        "Build",
+        "UpdatePipeline",
+        "Assets",
+        "Dev",
+        "Prod",
+    ]
+
+
+def test_source_is_the_codeconnections_repository(pipeline_template: dict[str, Any]) -> None:
+    (action,) = _pipeline_stages(pipeline_template)[0]["Actions"]
+    assert action["ActionTypeId"]["Provider"] == "CodeStarSourceConnection"
+    assert action["Configuration"]["ConnectionArn"] == CONNECTION
+    assert action["Configuration"]["FullRepositoryId"] == "my-org/appmesh-eks"
+    assert action["Configuration"]["BranchName"] == "main"
+
+
+def test_synth_step_runs_the_tests_then_synthesizes_with_the_same_settings(pipeline_template: dict[str, Any]) -> None:
+    projects = [r["Properties"] for r in pipeline_template["Resources"].values() if r["Type"] == "AWS::CodeBuild::Project"]
+    (synth,) = [p for p in projects if "make test" in json.dumps(p["Source"]["BuildSpec"])]
+    spec = json.loads(synth["Source"]["BuildSpec"])
+    commands = spec["phases"]["build"]["commands"]
+    assert commands[0] == "make test"
+    assert commands[1].startswith("make synth CDK_ARGS=")
+    for key, value in PIPELINE.items():
+        assert f"{key}={value}" in commands[1]
+    assert "appmesh-controller-1.13.3.tgz" in " ".join(spec["phases"]["install"]["commands"])
+
+
+def _actions(template: dict[str, Any], stage: str) -> list[dict[str, Any]]:
+    (found,) = [s for s in _pipeline_stages(template) if s["Name"] == stage]
+    return sorted(found["Actions"], key=lambda a: a["RunOrder"])  # type: ignore[no-any-return]
+
+
+def test_prod_waits_for_a_manual_approval_and_dev_does_not(pipeline_template: dict[str, Any]) -> None:
+    prod = _actions(pipeline_template, "Prod")
+    assert prod[0]["ActionTypeId"]["Category"] == "Approval"
+    assert all(a["RunOrder"] > prod[0]["RunOrder"] for a in prod[1:])
+    assert all(a["ActionTypeId"]["Category"] != "Approval" for a in _actions(pipeline_template, "Dev"))
+
+
+@pytest.mark.parametrize("stage", ["Dev", "Prod"])
+def test_smoke_test_runs_after_every_deploy_of_the_stage(pipeline_template: dict[str, Any], stage: str) -> None:
+    actions = _actions(pipeline_template, stage)
+    deploys = [a for a in actions if a["ActionTypeId"]["Provider"] == "CloudFormation"]
+    (smoke,) = [a for a in actions if a["Name"].startswith("SmokeTest")]
+    assert deploys and smoke["RunOrder"] > max(a["RunOrder"] for a in deploys)
+    assert "SMOKE_TEST_PROJECT" in json.dumps(smoke["Configuration"]["EnvironmentVariables"])
+
+
+def test_smoke_test_project_runs_in_the_private_subnets(pipeline_synth: Synthesized) -> None:
+    stage = pipeline_synth.application.stages["dev"]
+    template = pipeline_synth.template(stage.application.routing)
+    (project,) = template.find_resources("AWS::CodeBuild::Project").values()
+    vpc = project["Properties"]["VpcConfig"]
+    assert [s["Fn::ImportValue"] for s in vpc["Subnets"]] == [
+        "Dev-AppMesh-Network:ExportsOutputRefNetworkVpcprivateSubnet1Subnet9EC58498554293D5",
+        "Dev-AppMesh-Network:ExportsOutputRefNetworkVpcprivateSubnet2Subnet6E5E880441579850",
+    ]
+    spec = project["Properties"]["Source"]["BuildSpec"]
+    assert "$GATEWAY_URL/eks/" in spec and "$FRONTEND_URL/json" in spec
+
+
+def test_prod_stacks_are_termination_protected(pipeline_synth: Synthesized) -> None:
+    for name, expected in (("dev", False), ("prod", True)):
+        for stack in pipeline_synth.application.stages[name].application.stacks:
+            assert stack.termination_protection is expected, stack.stack_name
+
+
+def test_stage_names_regional_resources_apart(pipeline_synth: Synthesized) -> None:
+    for name in ("dev", "prod"):
+        application = pipeline_synth.application.stages[name].application
+        pipeline_synth.template(application.cluster).has_resource_properties("AWS::EKS::Cluster", {"Name": f"app-mesh-{name}"})
+
+
+_PRUNE_LABEL = re.compile(r"aws\.cdk\.eks/prune-c8[0-9a-f]{40}")
+
+
+def _normalized(template: dict[str, Any]) -> dict[str, Any]:
+    """Drop what only the construct path decides: the stage's path in Name tags, its prefix in
+    stack names, and the kubectl provider's prune labels (a hash of the construct address)."""
+    text = json.dumps(template).replace("AppMesh-Pipeline/Dev/", "").replace("Dev-AppMesh-", "AppMesh-")
+    return normalize_template(json.loads(_PRUNE_LABEL.sub("aws.cdk.eks/prune-<address>", text)))
+
+
+def test_the_pipeline_stage_deploys_the_same_templates_as_cdk_deploy_all(pipeline_synth: Synthesized, tmp_path: Path) -> None:
+    """One definition of the application: a stage's templates equal a direct synth's."""
+    direct = synthesize(
+        tmp_path,
+        {"account": "123456789012", "cluster_name": "app-mesh-dev", "mesh_name": "app-mesh-dev"},
+    )
+    stage = pipeline_synth.application.stages["dev"].application
+    assert [s.stack_name for s in stage.stacks] == [f"Dev-{s.stack_name}" for s in direct.application.stacks]
+    for staged, plain in zip(stage.stacks, direct.application.stacks, strict=True):
+        assert _normalized(pipeline_synth.template_json(staged)) == _normalized(direct.template_json(plain)), plain.stack_name
+
+
+def test_without_pipeline_config_there_is_no_pipeline(default_synth: Synthesized) -> None:
+    assert not list(default_synth.outdir.glob("*Pipeline*"))
+    assert not list(default_synth.outdir.glob("assembly-*"))
+
+
+def test_pipeline_has_no_unacknowledged_nag_findings(pipeline_synth: Synthesized) -> None:
+    report = json.loads((pipeline_synth.outdir / "validation-report.json").read_text())
+    violations = [
+        f"{v['ruleName']} at {c['constructPath']}"
+        for plugin in report["pluginReports"]
+        if plugin["pluginName"] == "AwsSolutions"
+        for v in plugin.get("violations", [])
+        for c in v["violatingConstructs"]
+    ]
+    assert violations == []
+    assert pipeline_synth.error is None
+
+
+def test_pipeline_templates_pass_cfn_lint(pipeline_synth: Synthesized) -> None:
+    templates = [
+        str(p) for p in [*pipeline_synth.outdir.glob("*.template.json"), *pipeline_synth.outdir.glob("assembly-*/*.template.json")]
+    ]
+    # E3703 (prefer Fn::Sub) is a style rule filed as an error; the Fn::Joins are CDK Pipelines' own.
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), "--format", "parseable", "--ignore-checks", "W", "E3703", "--", *templates],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"pipeline_connection_arn": "arn:aws:s3:::bucket"},
+            "config error: pipeline_connection_arn='arn:aws:s3:::bucket': must be a CodeConnections connection ARN",
+        ),
+        ({"pipeline_connection_arn": CONNECTION}, "config error: pipeline_repository=None: must be owner/name"),
+        ({"pipeline_repository": "a/b"}, "config error: pipeline_repository='a/b': has no effect without pipeline_connection_arn"),
+        ({**PIPELINE, "pipeline_stages": "dev,Prod"}, "config error: pipeline_stages='Prod': stage names are lower-case"),
+        ({**PIPELINE, "pipeline_stages": "dev,dev"}, "config error: pipeline_stages=['dev', 'dev']: lists a stage twice"),
+        (
+            {**PIPELINE, "pipeline_approval_stages": "staging"},
+            "config error: pipeline_approval_stages='staging': is not one of pipeline_stages (dev, prod)",
+        ),
+    ],
+)
+def test_pipeline_settings_are_validated(settings: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_with(**settings)
+    assert re.escape(message) and str(caught.value).startswith(message)
+
+
+def test_pipeline_defaults_dev_then_prod_with_approval_and_protection() -> None:
+    pipeline = config_with(**PIPELINE).pipeline
+    assert pipeline is not None
+    assert (pipeline.stages, pipeline.approval_stages, pipeline.protected_stages, pipeline.branch) == (
+        ("dev", "prod"),
+        ("prod",),
+        ("prod",),
+        "main",
+    )
