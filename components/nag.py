@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Acknowledgment, Stack, Validations
+import jsii
+from aws_cdk import Acknowledgment, CfnResource, IAspect, Stack, Validations
 from constructs import IConstruct
 
 PACK = "AwsSolutions"
@@ -51,3 +52,44 @@ def _render(value: Any) -> str:
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         return "<{}.{}>".format(*value["Fn::GetAtt"])
     raise ValueError(f"cannot render {value!r} as a cdk-nag finding")
+
+
+# -- checkov ------------------------------------------------------------------------------------
+
+
+def checkov_skip(resource: IConstruct, skips: dict[str, str]) -> None:
+    """Skip checkov findings on one CloudFormation resource, each with its reason (template
+    Metadata, where checkov and a reviewer read it next to the resource)."""
+    cfn = resource if isinstance(resource, CfnResource) else resource.node.default_child
+    assert isinstance(cfn, CfnResource), resource.node.path
+    existing = cfn.get_metadata("checkov") or {"skip": []}
+    # Idempotent: aspects run again whenever the app is re-synthesized (Template.from_stack does).
+    present = {skip["id"] for skip in existing["skip"]}
+    existing["skip"] += [{"id": check, "comment": reason} for check, reason in sorted(skips.items()) if check not in present]
+    cfn.add_metadata("checkov", existing)
+
+
+# Findings on the Lambda functions and log groups CDK itself creates for its custom-resource
+# providers (kubectl, CfnJson, the default security group restriction): they are invoked only
+# by CloudFormation, synchronously, with no secrets in their environment.
+_PROVIDER_FUNCTION_SKIPS = {
+    "CKV_AWS_115": "CDK custom-resource provider: invoked only by CloudFormation during deploys, no concurrency to reserve",
+    "CKV_AWS_116": "CDK custom-resource provider: CloudFormation invokes it and receives its failures; a DLQ would get nothing",
+    "CKV_AWS_117": "CDK custom-resource provider that calls only AWS APIs; the kubectl provider is in the VPC already",
+    "CKV_AWS_173": "CDK custom-resource provider: its environment holds no secrets (names and ARNs only)",
+}
+_PROVIDER_LOG_SKIPS = {"CKV_AWS_158": "log group of a CDK custom-resource provider: deploy-time logs with no application data"}
+_PROVIDER_MARKERS = ("KubectlProvider", "CustomResourceProvider")
+
+
+@jsii.implements(IAspect)
+class CdkProviderCheckovSkips:
+    """Attach the reasons above to CDK's provider resources, found by their construct ids."""
+
+    def visit(self, node: IConstruct) -> None:
+        if not isinstance(node, CfnResource) or not any(marker in node.node.path for marker in _PROVIDER_MARKERS):
+            return
+        if node.cfn_resource_type == "AWS::Lambda::Function":
+            checkov_skip(node, _PROVIDER_FUNCTION_SKIPS)
+        elif node.cfn_resource_type == "AWS::Logs::LogGroup":
+            checkov_skip(node, _PROVIDER_LOG_SKIPS)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Tags
+from aws_cdk import Tags
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from config.settings import NetworkConfig
 
-from .log_retention import retention
+from .log_groups import log_group
 
 # Subnet tags the AWS Load Balancer Controller and the in-tree service controller read to find
 # where internet-facing and internal load balancers go.
@@ -41,12 +40,7 @@ class MeshVpc(Construct):
         for subnet in self.vpc.private_subnets:
             Tags.of(subnet).add(*INTERNAL_ELB_TAG)
 
-        self.flow_log_group = logs.LogGroup(
-            self,
-            "FlowLogs",
-            retention=retention(config.flow_log_retention_days),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        self.flow_log_group = log_group(self, "FlowLogs", days=config.flow_log_retention_days)
         self.vpc.add_flow_log(
             "FlowLog",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(self.flow_log_group),

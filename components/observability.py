@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from .irsa import IrsaRole
-from .log_retention import retention
+from .log_groups import log_group
 from .nag import acknowledge, wildcard_resource
 
 ADDON = "amazon-cloudwatch-observability"
@@ -25,16 +24,7 @@ class ContainerLogs(Construct):
         super().__init__(scope, id)
         stack = Stack.of(self)
         prefix = f"/aws/containerinsights/{cluster_name}"
-        self.log_groups = [
-            logs.LogGroup(
-                self,
-                f"Logs-{name}",
-                log_group_name=f"{prefix}/{name}",
-                retention=retention(retention_days),
-                removal_policy=RemovalPolicy.DESTROY,
-            )
-            for name in LOG_GROUPS
-        ]
+        self.log_groups = [log_group(self, f"Logs-{name}", name=f"{prefix}/{name}", days=retention_days) for name in LOG_GROUPS]
         self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=AGENT_NAMESPACE, service_account=AGENT_SERVICE_ACCOUNT)
         log_group_arn = stack.format_arn(
             service="logs", resource="log-group", resource_name=f"{prefix}/*", arn_format=ArnFormat.COLON_RESOURCE_NAME

@@ -293,19 +293,22 @@ def _topology_with_weights(values: Mapping[str, Any]) -> Topology:
             raw = json.loads(raw)
         except json.JSONDecodeError:
             raise ConfigError("topology", raw, "must be a mapping (in cdk.json or a config file) or a JSON object") from None
-    if raw is None:
-        raise ConfigError("topology", raw, "is missing; cdk.json defines the default topology")
-    raw = json.loads(json.dumps(raw))  # a private deep copy we may edit
+    if not isinstance(raw, Mapping):
+        raise ConfigError("topology", raw, "must be a mapping of services, virtual_services and gateway; cdk.json defines the default")
+    raw = json.loads(json.dumps(raw, default=str))  # a private deep copy we may edit
     for key, value in values.items():
         if not key.startswith(WEIGHTS_PREFIX):
             continue
         name = key[len(WEIGHTS_PREFIX) :]
-        virtual_services = raw.get("virtual_services") or {}
-        if name not in virtual_services:
-            raise ConfigError(key, value, f"no virtual service {name!r}; defined: {', '.join(sorted(virtual_services)) or '(none)'}")
-        routes = virtual_services[name].get("routes") or []
-        if len(routes) != 1:
-            raise ConfigError(key, value, f"virtual service {name!r} has {len(routes)} routes; set their weights in the topology instead")
+        virtual_services = raw.get("virtual_services")
+        spec = virtual_services.get(name) if isinstance(virtual_services, Mapping) else None
+        if not isinstance(spec, Mapping):
+            defined = ", ".join(sorted(str(k) for k in virtual_services)) if isinstance(virtual_services, Mapping) else ""
+            raise ConfigError(key, value, f"no virtual service {name!r}; defined: {defined or '(none)'}")
+        routes = spec.get("routes")
+        if not isinstance(routes, list) or len(routes) != 1 or not isinstance(routes[0], dict):
+            count = len(routes) if isinstance(routes, list) else 0
+            raise ConfigError(key, value, f"virtual service {name!r} has {count} routes; set their weights in the topology instead")
         routes[0]["targets"] = dict(parse_weights(key, value))
     return parse_topology(raw)
 

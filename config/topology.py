@@ -14,9 +14,25 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .policies import (
+    DEFAULT_CONNECTION_POOL,
+    DEFAULT_HEALTH_CHECK,
+    DEFAULT_OUTLIER_DETECTION,
+    DEFAULT_RETRY,
+    ConnectionPool,
+    HealthCheck,
+    OutlierDetection,
+    RetryPolicy,
+    parse_connection_pool,
+    parse_health_check,
+    parse_outlier_detection,
+    parse_retry,
+    parse_timeout,
+)
 
 Exposure = Literal["none", "internal", "external"]
 Discovery = Literal["cloudmap", "dns"]
+Mtls = Literal["strict", "off"]
 EXPOSURES: tuple[Exposure, ...] = ("none", "internal", "external")
 DISCOVERIES: tuple[Discovery, ...] = ("cloudmap", "dns")
 
@@ -46,6 +62,11 @@ class Service:
     exposure: Exposure = "none"
     source_cidrs: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
+    # Inbound policies of the service's listener (App Mesh VirtualNode listener).
+    timeout_ms: int = 15_000
+    health_check: HealthCheck = DEFAULT_HEALTH_CHECK
+    outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION
+    connection_pool: ConnectionPool = DEFAULT_CONNECTION_POOL
 
     @property
     def virtual_node(self) -> str:
@@ -62,6 +83,8 @@ class Route:
     prefix: str
     # (service name, weight) pairs, in configured order.
     targets: tuple[tuple[str, int], ...]
+    timeout_ms: int = 15_000
+    retry: RetryPolicy | None = DEFAULT_RETRY
 
 
 @dataclass(frozen=True)
@@ -102,13 +125,19 @@ class Topology:
     virtual_services: tuple[VirtualService, ...]
     gateway: Gateway | None
     discovery: Discovery = "cloudmap"
-    egress_filter: Literal["ALLOW_ALL", "DROP_ALL"] = "ALLOW_ALL"
+    # DROP_ALL: a service reaches only the virtual services it declares as backends.
+    egress_filter: Literal["ALLOW_ALL", "DROP_ALL"] = "DROP_ALL"
+    mtls: Mtls = "strict"
 
     def service(self, name: str) -> Service:
         return {s.name: s for s in self.services}[name]
 
     def virtual_service(self, name: str) -> VirtualService:
         return {v.name: v for v in self.virtual_services}[name]
+
+    def served_by(self, service: str) -> tuple[str, ...]:
+        """Names of the virtual services whose routes send traffic to `service`."""
+        return tuple(vs.name for vs in self.virtual_services if any(t == service for r in vs.routes for t, _ in r.targets))
 
     def weights(self) -> dict[str, dict[str, int]]:
         """`{virtual service: {service: weight}}` over all routes, for diffs and tests."""
@@ -141,6 +170,8 @@ def check_int(key: str, value: Any, low: int, high: int) -> int:
 
 
 def check_cidr(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, value, "must be an IPv4 CIDR block with no host bits set, e.g. 203.0.113.0/24")
     try:
         return str(ipaddress.IPv4Network(value, strict=True))
     except (ValueError, TypeError):
@@ -188,11 +219,25 @@ def _reject_unknown(key: str, given: Mapping[str, Any], allowed: set[str]) -> No
             raise ConfigError(f"{key}.{name}", given[name], f"unknown key{suggest(name, allowed)}; accepted: {', '.join(sorted(allowed))}")
 
 
-_SERVICE_KEYS = {"source", "port", "protocol", "replicas", "health_path", "backends", "exposure", "source_cidrs", "build_args"}
-_ROUTE_KEYS = {"name", "prefix", "targets"}
+_SERVICE_KEYS = {
+    "source",
+    "port",
+    "protocol",
+    "replicas",
+    "health_path",
+    "backends",
+    "exposure",
+    "source_cidrs",
+    "build_args",
+    "timeout_ms",
+    "health_check",
+    "outlier_detection",
+    "connection_pool",
+}
+_ROUTE_KEYS = {"name", "prefix", "targets", "timeout_ms", "retry"}
 _GATEWAY_KEYS = {"name", "port", "replicas", "scheme", "routes"}
 _GATEWAY_ROUTE_KEYS = {"name", "prefix", "virtual_service"}
-_TOPOLOGY_KEYS = {"services", "virtual_services", "gateway", "discovery", "egress_filter"}
+_TOPOLOGY_KEYS = {"services", "virtual_services", "gateway", "discovery", "egress_filter", "mtls"}
 
 
 def parse_topology(raw: Any, key: str = "topology") -> Topology:
@@ -213,10 +258,13 @@ def parse_topology(raw: Any, key: str = "topology") -> Topology:
     discovery = raw.get("discovery", "cloudmap")
     if discovery not in DISCOVERIES:
         raise ConfigError(f"{key}.discovery", discovery, f"must be one of {', '.join(DISCOVERIES)}")
-    egress = raw.get("egress_filter", "ALLOW_ALL")
+    egress = raw.get("egress_filter", "DROP_ALL")
     if egress not in ("ALLOW_ALL", "DROP_ALL"):
         raise ConfigError(f"{key}.egress_filter", egress, "must be ALLOW_ALL or DROP_ALL")
-    topology = Topology(services, virtual_services, gateway, discovery, egress)
+    mtls = raw.get("mtls", "strict")
+    if mtls not in ("strict", "off"):
+        raise ConfigError(f"{key}.mtls", mtls, "must be strict (mutual TLS between all services) or off")
+    topology = Topology(services, virtual_services, gateway, discovery, egress, mtls)
     _check_references(key, topology)
     return topology
 
@@ -245,6 +293,9 @@ def _parse_service(key: str, name: str, spec: Any) -> Service:
         )
     build_args = _as_mapping(f"{key}.build_args", spec.get("build_args", {}))
     backends = tuple(_as_list(f"{key}.backends", spec.get("backends")))
+    for backend in backends:
+        if not isinstance(backend, str):
+            raise ConfigError(f"{key}.backends", backend, "list virtual service names, e.g. [nodejs, crystal]")
     if len(set(backends)) != len(backends):
         raise ConfigError(f"{key}.backends", list(backends), "lists a backend twice")
     return Service(
@@ -258,6 +309,10 @@ def _parse_service(key: str, name: str, spec: Any) -> Service:
         exposure=exposure,
         source_cidrs=cidrs,
         build_args=tuple(sorted((str(k), str(v)) for k, v in build_args.items())),
+        timeout_ms=parse_timeout(f"{key}.timeout_ms", spec.get("timeout_ms")),
+        health_check=parse_health_check(f"{key}.health_check", spec.get("health_check")),
+        outlier_detection=parse_outlier_detection(f"{key}.outlier_detection", spec.get("outlier_detection")),
+        connection_pool=parse_connection_pool(f"{key}.connection_pool", spec.get("connection_pool")),
     )
 
 
@@ -277,7 +332,9 @@ def _parse_virtual_service(key: str, name: str, spec: Any) -> VirtualService:
         route_name = check_dns_label(f"{route_key}.name", route_raw.get("name", default_name))
         prefix = check_prefix(f"{route_key}.prefix", route_raw.get("prefix", "/"))
         targets = _parse_targets(f"{route_key}.targets", route_raw.get("targets"))
-        routes.append(Route(route_name, prefix, targets))
+        timeout_ms = parse_timeout(f"{route_key}.timeout_ms", route_raw.get("timeout_ms"))
+        retry = parse_retry(f"{route_key}.retry", route_raw.get("retry"), timeout_ms)
+        routes.append(Route(route_name, prefix, targets, timeout_ms, retry))
     _no_duplicates(f"{key}.routes", [r.name for r in routes], "route name")
     _no_duplicates(f"{key}.routes", [r.prefix for r in routes], "route prefix")
     return VirtualService(name, tuple(routes))

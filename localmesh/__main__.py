@@ -3,7 +3,8 @@
 python -m localmesh                                   # cdk.json's topology
 python -m localmesh -c weights.nodejs=nodejs:1,nodejsv2:1
 python -m localmesh --port 9000                       # the gateway's port
-python -m localmesh --print-config                    # the Envoy bootstrap, then exit
+python -m localmesh --instances crystal=3             # several processes of a service
+python -m localmesh --print-config                    # the two Envoy bootstraps, then exit
 """
 
 from __future__ import annotations
@@ -67,7 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="proxy",
         help="how the frontend reaches its backends through Envoy (default: proxy, by mesh name)",
     )
-    parser.add_argument("--print-config", action="store_true", help="print the Envoy bootstrap as YAML and exit")
+    parser.add_argument(
+        "--instances",
+        metavar="SERVICE=N",
+        type=parse_override,
+        action="append",
+        default=[],
+        help="run N processes of a service, each behind its own ingress listener (repeatable)",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the Envoy bootstraps (outbound, then inbound) as YAML documents and exit"
+    )
     parser.add_argument("--envoy-log-level", default="warn")
     return parser
 
@@ -76,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = dict(args.context)
     try:
-        probe = LocalMesh(overrides, egress_mode=args.egress_mode)
-    except (ConfigError, ServiceError) as error:
+        instances = {name: int(count) for name, count in args.instances}
+        probe = LocalMesh(overrides, egress_mode=args.egress_mode, instances=instances)
+    except (ConfigError, ServiceError, ValueError) as error:
         print(error, file=sys.stderr)
         return 2
     if args.print_config:
-        print(yaml.safe_dump(probe.envoy_config, sort_keys=False), end="")
+        print(yaml.safe_dump_all([probe.envoy_config, probe.inbound_config], sort_keys=False), end="")
         return 0
     gateway_port = args.port or None  # 0: any free port
     if args.port is None and probe.topology.gateway is not None and port_is_free(probe.topology.gateway.port):
@@ -93,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     log_dir = Path(tempfile.mkdtemp(prefix="localmesh-logs-"))
     mesh = LocalMesh(
-        overrides, gateway_port=gateway_port, egress_mode=args.egress_mode, envoy_log_level=args.envoy_log_level, log_dir=log_dir
+        overrides,
+        gateway_port=gateway_port,
+        egress_mode=args.egress_mode,
+        instances=instances,
+        envoy_log_level=args.envoy_log_level,
+        log_dir=log_dir,
     )
     print("starting the local mesh (the first run builds the Crystal service)...", flush=True)
     try:

@@ -1,12 +1,18 @@
-"""Run the whole mesh locally: every service of the topology as a process, one Envoy in front.
+"""Run the whole mesh locally: every service of the topology as processes, behind real Envoy.
 
 `LocalMesh` is what `python -m localmesh` (and `make local`) runs and what the tests use:
 
-    with LocalMesh({"weights.nodejs": "nodejs:1,nodejsv2:1"}) as mesh:
+    with LocalMesh({"weights.nodejs": "nodejs:1,nodejsv2:1"}, instances={"crystal": 3}) as mesh:
         mesh.gateway_url        # http://127.0.0.1:<port>: the VirtualGateway, /eks/ -> nodejs
         mesh.frontend_url       # the frontend process, which calls its backends through Envoy
         mesh.egress_url         # the egress listener: send Host: nodejs.<zone>:3000, or use it as a proxy
-        mesh.service_urls       # {service: its process, bypassing Envoy}
+        mesh.service_urls       # {service: its (first) process, bypassing Envoy}
+        mesh.inbound_urls       # {service: [each instance's ingress listener]} (https with mTLS)
+
+Two Envoys (see localmesh/envoy.py): the outbound one (egress client + gateway) sends to the
+inbound one's per-instance ingress listeners, which forward to the processes; with
+`topology.mtls == "strict"` (the default) they talk mutual TLS with certificates made at start
+(localmesh/certs.py) in the mesh's temporary directory.
 
 The configuration comes from cdk.json's context plus `-c`-style overrides, through the same
 `build_config` as `cdk synth`, so the local mesh has the names, routes and weights the charts
@@ -42,7 +48,18 @@ import yaml  # noqa: E402
 
 from config import AppConfig, build_config, merge_layers  # noqa: E402
 from config.topology import Service, Topology  # noqa: E402
-from localmesh.envoy import LocalPorts, allocate_ports, egress_client, mesh_url, render_envoy_config  # noqa: E402
+from localmesh.certs import generate_mesh_certificates  # noqa: E402
+from localmesh.envoy import (  # noqa: E402
+    LocalPorts,
+    MeshTls,
+    allocate_ports,
+    egress_client,
+    mesh_tls_files,
+    mesh_url,
+    render_envoy_config,
+    render_inbound_config,
+    terminates_mesh_tls,
+)
 from localmesh.processes import SERVICE_KINDS, ManagedProcess, ServiceError, http_get, wait_http_ok  # noqa: E402
 
 # How the egress client (the frontend) reaches its backends through Envoy:
@@ -55,6 +72,8 @@ EgressMode = Literal["upstreams", "proxy"]
 EGRESS_MODES: tuple[EgressMode, ...] = ("upstreams", "proxy")
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# `instances="replicas"` runs each service's configured replicas, but at most this many.
+MAX_LOCAL_INSTANCES = 3
 
 
 def load_config(overrides: Mapping[str, Any] | None = None) -> AppConfig:
@@ -218,13 +237,19 @@ class EnvoyProcess:
 
 
 class LocalMesh:
-    """The topology's services plus one Envoy on 127.0.0.1; a context manager.
+    """The topology's services plus two Envoys on 127.0.0.1; a context manager.
 
-    overrides: `-c`-style settings (e.g. {"weights.nodejs": "nodejs:1,nodejsv2:1"}).
+    overrides: `-c`-style settings (e.g. {"weights.nodejs": "nodejs:1,nodejsv2:1"}, or a whole
+        {"topology": {...}}).
     gateway_port: pin the VirtualGateway's port (default: a free one).
     service_env: extra environment per service name (e.g. {"nodejs": {"RESPONSE_DELAY_MS": "200"}}).
+    instances: processes per service (default 1 each), e.g. {"crystal": 3}; "replicas" runs each
+        service's configured replicas, capped at MAX_LOCAL_INSTANCES.
+    instance_env: extra environment for single instances, e.g. {"crystal": {2: {"FAIL_EVERY": "1"}}}
+        (applied after service_env).
     egress_mode: how the frontend reaches its backends through Envoy (see EgressMode).
     log_dir: copy every process's stdout to `<log_dir>/<name>.log` (the CLI uses its temp dir).
+    stop_grace: seconds each service gets to drain on stop before SIGKILL.
     """
 
     def __init__(
@@ -233,12 +258,15 @@ class LocalMesh:
         *,
         gateway_port: int | None = None,
         service_env: Mapping[str, Mapping[str, str]] | None = None,
+        instances: Mapping[str, int] | Literal["replicas"] | None = None,
+        instance_env: Mapping[str, Mapping[int, Mapping[str, str]]] | None = None,
         egress_mode: EgressMode = "proxy",
         access_log: bool = True,
         envoy_log_level: str = "warn",
         envoy_concurrency: int | None = None,
         log_dir: Path | None = None,
         health_timeout: float = 60.0,
+        stop_grace: float = 10.0,
     ) -> None:
         if egress_mode not in EGRESS_MODES:
             raise ValueError(f"egress_mode must be one of {EGRESS_MODES}")
@@ -248,18 +276,40 @@ class LocalMesh:
         unknown = [s.name for s in self.topology.services if self._kind(s) not in SERVICE_KINDS]
         if unknown:
             raise ServiceError(f"no local runner for service(s) {', '.join(unknown)}; known sources: {sorted(SERVICE_KINDS)}")
-        self.ports: LocalPorts = allocate_ports(self.topology, gateway_port)
-        self.envoy_config = render_envoy_config(self.topology, self.hosted_zone, self.ports, access_log=access_log)
+        names = {s.name for s in self.topology.services}
+        if instances == "replicas":
+            counts = {s.name: min(s.replicas, MAX_LOCAL_INSTANCES) for s in self.topology.services}
+        else:
+            counts = {name: 1 for name in names}
+            for name, count in (instances or {}).items():
+                if name not in names or not 1 <= int(count) <= 20:
+                    raise ValueError(f"instances: {name}={count}; give 1 to 20 instances of one of {', '.join(sorted(names))}")
+                counts[name] = int(count)
+        for name, by_index in (instance_env or {}).items():
+            bad = [index for index in by_index if name not in counts or not 0 <= index < counts[name]]
+            if bad:
+                raise ValueError(f"instance_env: {name} has no instance {bad[0]} (instances: {counts.get(name, 0)})")
+        self.instance_counts = counts
+        self.ports: LocalPorts = allocate_ports(self.topology, gateway_port, counts)
+        # The temporary directory is created at start; its path is fixed now so the configs are.
+        self.workdir = Path(tempfile.gettempdir()) / f"localmesh-{os.getpid()}-{id(self):x}-{self.ports.admin}"
+        self.tls: MeshTls | None = mesh_tls_files(self.workdir / "certs", self.topology) if self.topology.mtls == "strict" else None
+        self.envoy_config = render_envoy_config(self.topology, self.hosted_zone, self.ports, access_log=access_log, tls=self.tls)
+        self.inbound_config = render_inbound_config(self.topology, self.hosted_zone, self.ports, access_log=access_log, tls=self.tls)
         self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
+        self.instance_env = {name: {i: dict(env) for i, env in by_index.items()} for name, by_index in (instance_env or {}).items()}
         self.egress_mode = egress_mode
         self.envoy_log_level = envoy_log_level
         self.envoy_concurrency = envoy_concurrency
         self.log_dir = log_dir
         self.health_timeout = health_timeout
+        self.stop_grace = stop_grace
+        # processes: each service's first instance; instances: all of them, in port order.
         self.processes: dict[str, ManagedProcess] = {}
+        self.instances: dict[str, list[ManagedProcess]] = {}
         self.envoy: EnvoyProcess | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self.workdir: Path | None = None
+        self.inbound_envoy: EnvoyProcess | None = None
+        self._created_workdir = False
 
     # ---------------------------------------------------------------- addresses
 
@@ -267,6 +317,19 @@ class LocalMesh:
     def service_urls(self) -> dict[str, str]:
         """Each service's own process, bypassing Envoy."""
         return {name: f"http://127.0.0.1:{port}" for name, port in self.ports.services.items()}
+
+    @property
+    def inbound_urls(self) -> dict[str, list[str]]:
+        """Each instance's ingress listener (its sidecar's inbound side): https with mTLS."""
+        urls: dict[str, list[str]] = {}
+        for service in self.topology.services:
+            scheme = "https" if terminates_mesh_tls(service, self.topology) else "http"
+            urls[service.name] = [f"{scheme}://127.0.0.1:{port}" for port in self.ports.inbound[service.name]]
+        return urls
+
+    @property
+    def inbound_admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.inbound_admin}"
 
     @property
     def frontend_url(self) -> str:
@@ -315,16 +378,22 @@ class LocalMesh:
         for name, url in self.service_urls.items():
             if client is None or name != client.name:
                 rows.append((f"{name} process (no Envoy)", url + "/"))
-        rows.append(("envoy admin", self.admin_url + "/"))
+        for name, urls in self.inbound_urls.items():
+            for index, url in enumerate(urls):
+                rows.append((f"{name} ingress listener {index}" + (" (mTLS)" if url.startswith("https") else ""), url + "/"))
+        rows.append(("envoy admin (outbound)", self.admin_url + "/"))
+        rows.append(("envoy admin (inbound)", self.inbound_admin_url + "/"))
         return rows
 
     # ---------------------------------------------------------------- lifecycle
 
-    def env_for(self, service: Service) -> dict[str, str]:
-        """A pod's environment, locally: names, the build args as variables, backend URLs."""
+    def env_for(self, service: Service, index: int = 0) -> dict[str, str]:
+        """A pod's environment, locally: names, the build args as variables, backend URLs, then
+        service_env and instance_env."""
+        several = self.instance_counts.get(service.name, 1) > 1
         env = {
             "SERVICE_NAME": service.name,
-            "POD_NAME": f"{service.name}-local",
+            "POD_NAME": f"{service.name}-local" + (f"-{index}" if several else ""),
             "AVAILABILITY_ZONE": "local",
             "APP_VERSION": "1",
             **dict(service.build_args),
@@ -336,46 +405,64 @@ class LocalMesh:
             else:
                 env.update({backend_env_name(b): self.upstream_urls[b] for b in service.backends})
         env.update(self.service_env.get(service.name, {}))
+        env.update(self.instance_env.get(service.name, {}).get(index, {}))
         return env
 
     @staticmethod
     def _kind(service: Service) -> str:
         return Path(service.source).name
 
-    def write_envoy_config(self, directory: Path) -> Path:
-        path = directory / "envoy.yaml"
-        path.write_text(yaml.safe_dump(self.envoy_config, sort_keys=False))
+    def write_envoy_config(self, directory: Path, name: str = "envoy.yaml", config: Mapping[str, Any] | None = None) -> Path:
+        path = directory / name
+        path.write_text(yaml.safe_dump(dict(config if config is not None else self.envoy_config), sort_keys=False))
         return path
 
     def start(self) -> LocalMesh:
-        """Start Envoy and every service at once; return when all are healthy. On any failure,
-        stop whatever did start and raise."""
-        self._tmp = tempfile.TemporaryDirectory(prefix="localmesh-")
-        self.workdir = Path(self._tmp.name)
+        """Make the certificates, start every service instance and the inbound Envoy at once, then
+        the outbound Envoy (its first health-check round must find the ingress listeners up);
+        return when all are healthy. On any failure, stop whatever did start and raise."""
+        self.workdir.mkdir(mode=0o700)
+        self._created_workdir = True
         logs = self.log_dir or None
         try:
-            config_path = self.write_envoy_config(self.workdir)
+            if self.topology.mtls == "strict":
+                generate_mesh_certificates(self.workdir / "certs", self.topology, self.hosted_zone)
+            self.inbound_envoy = EnvoyProcess(
+                self.write_envoy_config(self.workdir, "envoy-inbound.yaml", self.inbound_config),
+                self.ports.inbound_admin or 0,
+                log_level=self.envoy_log_level,
+                concurrency=self.envoy_concurrency,
+                log_file=logs / "envoy-inbound.log" if logs else None,
+            )
             self.envoy = EnvoyProcess(
-                config_path,
+                self.write_envoy_config(self.workdir),
                 self.ports.admin,
                 log_level=self.envoy_log_level,
                 concurrency=self.envoy_concurrency,
                 log_file=logs / "envoy.log" if logs else None,
             )
             for service in self.topology.services:
-                self.processes[service.name] = ManagedProcess(
-                    self._kind(service),
-                    self.ports.services[service.name],
-                    self.env_for(service),
-                    health_timeout=self.health_timeout,
-                    log_file=logs / f"{service.name}.log" if logs else None,
-                )
-            starters: list[Any] = [self.envoy, *self.processes.values()]
-            with concurrent.futures.ThreadPoolExecutor(max_workers=len(starters)) as pool:
+                group = []
+                for index, port in enumerate(self.ports.processes(service.name)):
+                    suffix = "" if len(self.ports.processes(service.name)) == 1 else f"-{index}"
+                    group.append(
+                        ManagedProcess(
+                            self._kind(service),
+                            port,
+                            self.env_for(service, index),
+                            health_timeout=self.health_timeout,
+                            log_file=logs / f"{service.name}{suffix}.log" if logs else None,
+                        )
+                    )
+                self.instances[service.name] = group
+                self.processes[service.name] = group[0]
+            starters: list[Any] = [self.inbound_envoy, *(p for group in self.instances.values() for p in group)]
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(starters), 16)) as pool:
                 futures = [pool.submit(item.start) for item in starters]
                 errors = [f.exception() for f in futures if f.exception() is not None]
             if errors:
                 raise errors[0]  # type: ignore[misc]
+            self.envoy.start()
             # Every listener answers once Envoy is ready; one request through each path proves it.
             self._check_routes()
         except BaseException:
@@ -384,27 +471,40 @@ class LocalMesh:
         return self
 
     def _check_routes(self) -> None:
-        for vs, url in self.upstream_urls.items():
-            status, body = http_get(url + "/", timeout=10)
-            if status != 200:
-                raise ServiceError(f"{vs} through Envoy answered {status}: {body[:200]}")
+        """A health request through each upstream listener, when a route of its virtual service
+        covers the target's health path (the backend may be set to fail or hang on `/`)."""
+        for vs_name, url in self.upstream_urls.items():
+            vs = self.topology.virtual_service(vs_name)
+            for route in vs.routes:
+                path = self.topology.service(route.targets[0][0]).health_path
+                if path.startswith(route.prefix) and not any(r.prefix != route.prefix and path.startswith(r.prefix) for r in vs.routes):
+                    status, body = http_get(url + path, timeout=10)
+                    if status != 200:
+                        raise ServiceError(f"{vs_name}{path} through Envoy answered {status}: {body[:200]}")
+                    break
+
+    def all_processes(self) -> list[ManagedProcess]:
+        return [process for group in self.instances.values() for process in group]
 
     def stop(self) -> None:
-        """Envoy first (no new traffic), then every service at once; SIGTERM, then SIGKILL."""
-        if self.envoy is not None:
-            self.envoy.stop(grace=5.0)
-        if self.processes:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.processes)) as pool:
-                list(pool.map(lambda p: p.stop(grace=10.0), self.processes.values()))
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        """Envoys first (no new traffic), then every service at once; SIGTERM, then SIGKILL."""
+        for envoy in (self.envoy, self.inbound_envoy):
+            if envoy is not None:
+                envoy.stop(grace=5.0)
+        processes = self.all_processes()
+        if processes:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(processes), 16)) as pool:
+                list(pool.map(lambda p: p.stop(grace=self.stop_grace), processes))
+        if self._created_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self._created_workdir = False
 
     def dead(self) -> list[str]:
         """Names of started processes that have exited."""
-        gone = [name for name, p in self.processes.items() if p.returncode is not None]
-        if self.envoy is not None and self.envoy.returncode is not None:
-            gone.append("envoy")
+        gone = [f"{name}[{i}]" for name, group in self.instances.items() for i, p in enumerate(group) if p.returncode is not None]
+        for label, envoy in (("envoy", self.envoy), ("envoy-inbound", self.inbound_envoy)):
+            if envoy is not None and envoy.returncode is not None:
+                gone.append(label)
         return gone
 
     def __enter__(self) -> LocalMesh:

@@ -12,7 +12,9 @@
 services and their routes, services, the gateway and its routes), and within a section things
 come in name order, so the same two summaries always give the same lines. Any field the
 summary holds is compared, including fields added to the model later; a field that is absent and
-a field that is null are the same (unset).
+a field that is null are the same (unset). Nested settings (a route's retry policy, a service's
+outlier detection) are compared key by key (`retry.max_retries: 2 -> 3`); a policy turned off or
+back on is one line with the whole policy (`retry: {max_retries: 2, ...} -> off`).
 """
 
 from __future__ import annotations
@@ -202,21 +204,26 @@ def _sorted_by_name(items: Any) -> list[Mapping[str, Any]]:
 
 
 def _field_changes(old: Mapping[str, Any], new: Mapping[str, Any], *, exclude: set[str]) -> list[tuple[str, Any, Any]]:
-    """(dotted path, old, new) for every leaf that differs; nested mappings are compared key by key."""
-    before = _flatten({k: v for k, v in old.items() if k not in exclude})
-    after = _flatten({k: v for k, v in new.items() if k not in exclude})
-    return [(path, before.get(path), after.get(path)) for path in sorted(set(before) | set(after)) if before.get(path) != after.get(path)]
+    """(dotted path, old, new) for every leaf that differs; nested mappings are compared key by key.
+
+    A mapping on one side and a value on the other (a policy turned off: `{max_retries: 2, ...}`
+    -> `off`) is one change of the whole field, not one `(unset)` per key of the mapping.
+    """
+    before = {k: v for k, v in old.items() if k not in exclude}
+    after = {k: v for k, v in new.items() if k not in exclude}
+    return sorted(_compare(before, after, ""), key=lambda change: change[0])
 
 
-def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, item in value.items():
-        path = f"{prefix}{key}"
-        if isinstance(item, Mapping):
-            flat.update(_flatten(item, f"{path}."))
-        elif item is not None:
-            flat[path] = item
-    return flat
+def _compare(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str) -> list[tuple[str, Any, Any]]:
+    changes: list[tuple[str, Any, Any]] = []
+    for key in set(old) | set(new):
+        path, before, after = f"{prefix}{key}", old.get(key), new.get(key)
+        if isinstance(before, Mapping | None) and isinstance(after, Mapping | None):
+            # Both mappings, or one unset (absent and null are the same): compare key by key.
+            changes += _compare(before or {}, after or {}, f"{path}.")
+        elif before != after:
+            changes.append((path, before, after))
+    return changes
 
 
 def _change(old: Any, new: Any) -> str:
@@ -229,7 +236,7 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{key}: {_show(item)}" for key, item in value.items()) + "}"
+        return "{" + ", ".join(f"{key}: {_show(value[key])}" for key in sorted(value, key=str)) + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_show(item) for item in value) + "]"
     return str(value)

@@ -10,8 +10,11 @@ change here. Two rules keep the summary stable and readable:
 
 * a field typed as pairs, `tuple[tuple[str, X], ...]` (build_args, a route's targets), becomes a
   mapping `{key: value}`;
-* a field whose value is None (an optional policy left unset) is left out, so adding an optional
-  field to the model does not change the summary of a topology that does not use it.
+* a field whose value is None is left out when None is also its default (an optional field left
+  unset), so adding such a field to the model does not change the summary of a topology that does
+  not use it; when the default is set (a policy on unless turned off: a route's retry, a service's
+  outlier detection) None is the policy turned off, and the summary says so: `"retry": "off"`,
+  the word the configuration uses (`retry: off`).
 """
 
 from __future__ import annotations
@@ -46,11 +49,8 @@ def summarize(topology: Topology, *, hosted_zone: str, mesh_name: str, namespace
     summary: dict[str, Any] = {}
     # Mesh-wide settings (discovery, egress_filter and any added later).
     for field in dataclasses.fields(topology):
-        if field.name in _SECTIONS:
-            continue
-        value = getattr(topology, field.name)
-        if value is not None:
-            summary[field.name] = _plain(value, _hint(type(topology), field.name))
+        if field.name not in _SECTIONS:
+            _put(summary, field, getattr(topology, field.name), type(topology))
     summary["services"] = _plain(topology.services, _hint(type(topology), "services"))
     virtual_services = _plain(topology.virtual_services, _hint(type(topology), "virtual_services"))
     for virtual_service in virtual_services:
@@ -119,6 +119,25 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
+# How the summary shows a field that is None although its default is not: a policy turned off.
+OFF = "off"
+
+
+def _put(plain: dict[str, Any], field: dataclasses.Field[Any], value: Any, owner: type) -> None:
+    """Add one dataclass field to `plain` (see the module docstring for None)."""
+    if value is not None:
+        plain[field.name] = _plain(value, _hint(owner, field.name))
+    elif _has_default(field):
+        plain[field.name] = OFF
+
+
+def _has_default(field: dataclasses.Field[Any]) -> bool:
+    """Whether the field defaults to something other than None."""
+    if field.default_factory is not dataclasses.MISSING:
+        return True
+    return field.default is not dataclasses.MISSING and field.default is not None
+
+
 def _is_pairs(hint: Any) -> bool:
     """`tuple[tuple[str, X], ...]`, possibly optional."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -134,9 +153,7 @@ def _plain(value: Any, hint: Any = Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         plain: dict[str, Any] = {}
         for field in dataclasses.fields(value):
-            item = getattr(value, field.name)
-            if item is not None:
-                plain[field.name] = _plain(item, _hint(type(value), field.name))
+            _put(plain, field, getattr(value, field.name), type(value))
         return plain
     if isinstance(value, enum.Enum):
         return _plain(value.value)

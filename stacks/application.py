@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Annotations, Environment, Stack
+from aws_cdk import Annotations, Aspects, Environment, Stack
 from constructs import Construct
 
+from components.nag import CdkProviderCheckovSkips
 from config.settings import AppConfig
 
 from .cluster import ClusterStack
@@ -78,7 +79,7 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
             config=config,
             services=slice_,
             cluster=cluster.cluster,
-            after=[platform.namespace, platform.mesh],
+            after=platform.ready,
             env=env,
             description=f"App Mesh on EKS: services {slice_[0].name} .. {slice_[-1].name}",
         )
@@ -91,7 +92,7 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
         cluster=cluster.cluster,
         discovery=discovery.discovery,
         vpc=network.vpc,
-        after=[platform.namespace, platform.mesh],
+        after=platform.ready,
         service_manifests=[manifest for stack in service_stacks for manifest in stack.manifests.values()],
         env=env,
         description="App Mesh on EKS: virtual routers and services, DNS names, ingress gateway",
@@ -102,4 +103,5 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
     application = Application(network, cluster, discovery, platform, service_stacks, routing)
     for deployable in application.stacks:
         deployable.termination_protection = config.termination_protection
+        Aspects.of(deployable).add(CdkProviderCheckovSkips())
     return application

@@ -107,7 +107,7 @@ class MeshRoutingStack(Stack):
                 mesh_name=mesh.mesh_name,
                 mesh_resource=f"virtualGateway/{gateway.name}_{mesh.namespace}",
             )
-            chart = gateway_chart(gateway, names, role_arn=role.role.role_arn, kplus=config.cluster.kubernetes.cdk8s_plus())
+            chart = gateway_chart(gateway, topology, names, role_arn=role.role.role_arn, kplus=config.cluster.kubernetes.cdk8s_plus())
             # Gateway routes target virtual services: created after them, deleted before them.
             self.gateway = attach_chart(local_cluster, "Gateway", chart, after=[*after, *self.routing])
 

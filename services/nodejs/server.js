@@ -1,6 +1,11 @@
 'use strict';
 // Node.js backend of the App Mesh workshop (and its canary: APP_VERSION=2).
 // Standard library only. One JSON log line per request on stdout.
+//
+// Fault-injection knobs (environment), for the mesh's resilience tests:
+//   RESPONSE_DELAY_MS=N  answer GET / after N ms (a "hung" backend: N far above the route timeout)
+//   FAIL_EVERY=N         every Nth GET / answers 503 (N=2: half of them, N=1: all); /health is
+//                        never affected, so health checks pass while requests fail
 
 const http = require('node:http');
 const os = require('node:os');
@@ -10,6 +15,7 @@ const DRAIN_TIMEOUT_MS = 10000;
 /** Reads the service configuration from an environment object. */
 function configFromEnv(env = process.env) {
   const delay = Number.parseInt(env.RESPONSE_DELAY_MS || '0', 10);
+  const failEvery = Number.parseInt(env.FAIL_EVERY || '0', 10);
   return {
     port: Number.parseInt(env.PORT || '3000', 10),
     host: env.BIND_ADDRESS || '0.0.0.0',
@@ -18,6 +24,7 @@ function configFromEnv(env = process.env) {
     pod: env.POD_NAME || os.hostname(),
     zone: env.AVAILABILITY_ZONE || 'unknown',
     responseDelayMs: Number.isFinite(delay) && delay > 0 ? delay : 0,
+    failEvery: Number.isFinite(failEvery) && failEvery > 0 ? failEvery : 0,
   };
 }
 
@@ -64,6 +71,7 @@ function greeting(config) {
  * request; tests pass their own sink.
  */
 function createServer(config, log = (line) => process.stdout.write(line + '\n')) {
+  const faults = { served: 0 };
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
     const path = (req.url || '/').split('?')[0];
@@ -81,13 +89,13 @@ function createServer(config, log = (line) => process.stdout.write(line + '\n'))
         traceparent: req.headers.traceparent || null,
       }));
     });
-    route(config, req, res);
+    route(config, req, res, faults);
   });
   server.keepAliveTimeout = 5000;
   return server;
 }
 
-function route(config, req, res) {
+function route(config, req, res, faults = { served: 0 }) {
   const path = (req.url || '/').split('?')[0];
   const known = path === '/' || path === '/health';
   if (!known) {
@@ -100,6 +108,11 @@ function route(config, req, res) {
   }
   if (path === '/health') {
     sendJson(res, 200, { status: 'ok' });
+    return;
+  }
+  faults.served += 1;
+  if (config.failEvery > 0 && faults.served % config.failEvery === 0) {
+    sendJson(res, 503, { error: 'injected failure', fail_every: config.failEvery });
     return;
   }
   const answer = () => sendJson(res, 200, greeting(config));

@@ -25,7 +25,7 @@ def render(config: Any) -> dict[str, list[dict[str, Any]]]:
     for service in topology.services:
         charts[f"service-{service.name}"] = service_chart(service, topology, names, image=IMAGE, role_arn=ROLE, kplus=kplus)
     if topology.gateway:
-        charts["gateway"] = gateway_chart(topology.gateway, names, role_arn=ROLE, kplus=kplus)
+        charts["gateway"] = gateway_chart(topology.gateway, topology, names, role_arn=ROLE, kplus=kplus)
     return {name: chart.to_json() for name, chart in charts.items()}
 
 

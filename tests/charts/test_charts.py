@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jsonschema
@@ -32,8 +33,8 @@ def test_crd_validation_rejects_a_broken_object(crd_schemas: dict[Any, Any], obj
 @pytest.mark.parametrize("version", ["1.34", "1.35", "1.36"])
 def test_every_core_object_validates_against_the_cluster_version_schema(version: str) -> None:
     rendered = render(config_with(kubernetes_version=version))
-    core = [o for chart in rendered.values() for o in chart if not o["apiVersion"].startswith("appmesh.k8s.aws/")]
-    assert {o["kind"] for o in core} == {"ServiceAccount", "Deployment", "Service"}
+    core = [o for chart in rendered.values() for o in chart if not o["apiVersion"].startswith(("appmesh.k8s.aws/", "cert-manager.io/"))]
+    assert {o["kind"] for o in core} == {"ServiceAccount", "Deployment", "Service", "PodDisruptionBudget"}
     for obj in core:
         kubernetes_validate.validate(obj, f"{version}.0", strict=True)
 
@@ -81,7 +82,8 @@ def test_gateway_container_is_named_envoy_and_pinned(objects: list[dict[str, Any
 def test_mesh_selects_the_labelled_namespace(objects: list[dict[str, Any]]) -> None:
     mesh = find(objects, "Mesh", "app-mesh")
     assert "namespace" not in mesh["metadata"]  # cluster-scoped
-    assert mesh["spec"] == {"namespaceSelector": {"matchLabels": {"mesh": "app-mesh"}}, "egressFilter": {"type": "ALLOW_ALL"}}
+    # DROP_ALL: a service reaches only the virtual services it declares as backends.
+    assert mesh["spec"] == {"namespaceSelector": {"matchLabels": {"mesh": "app-mesh"}}, "egressFilter": {"type": "DROP_ALL"}}
 
 
 def test_nodejs_virtual_node_uses_cloud_map_with_a_health_checked_listener(objects: list[dict[str, Any]]) -> None:
@@ -91,17 +93,150 @@ def test_nodejs_virtual_node_uses_cloud_map_with_a_health_checked_listener(objec
     assert node["spec"]["serviceDiscovery"] == {"awsCloudMap": {"namespaceName": "appmesh.pvt.local", "serviceName": "nodejs"}}
     (listener,) = node["spec"]["listeners"]
     assert listener["portMapping"] == {"port": 3000, "protocol": "http"}
-    assert listener["healthCheck"]["path"] == "/health"
+    assert listener["healthCheck"] == {
+        "protocol": "http",
+        "path": "/health",
+        "port": 3000,
+        "healthyThreshold": 2,
+        "unhealthyThreshold": 2,
+        "timeoutMillis": 2000,
+        "intervalMillis": 5000,
+    }
+    assert listener["timeout"] == {"http": {"perRequest": {"unit": "ms", "value": 15000}}}
+    assert listener["outlierDetection"] == {
+        "maxServerErrors": 5,
+        "interval": {"unit": "ms", "value": 10000},
+        "baseEjectionDuration": {"unit": "ms", "value": 30000},
+        "maxEjectionPercent": 50,
+    }
+    assert listener["connectionPool"] == {"http": {"maxConnections": 1024, "maxPendingRequests": 1024}}
+    assert listener["tls"] == {
+        "mode": "STRICT",
+        "certificate": {"file": {"certificateChain": "/certs/tls.crt", "privateKey": "/certs/tls.key"}},
+        "validation": {"trust": {"file": {"certificateChain": "/certs/ca.crt"}}},
+    }
     assert node["spec"]["logging"] == {"accessLog": {"file": {"path": "/dev/stdout"}}}
     assert "backends" not in node["spec"]
 
 
-def test_frontend_declares_its_backends(objects: list[dict[str, Any]]) -> None:
+def _client_tls(name: str) -> dict[str, Any]:
+    return {
+        "tls": {
+            "enforce": True,
+            "certificate": {"file": {"certificateChain": "/certs/tls.crt", "privateKey": "/certs/tls.key"}},
+            "validation": {
+                "trust": {"file": {"certificateChain": "/certs/ca.crt"}},
+                "subjectAlternativeNames": {"match": {"exact": [f"{name}.appmeshworkshop.hosted.local"]}},
+            },
+        }
+    }
+
+
+def test_frontend_declares_its_backends_with_mutual_tls(objects: list[dict[str, Any]]) -> None:
     node = find(objects, "VirtualNode", "frontend-app")
     assert node["spec"]["backends"] == [
-        {"virtualService": {"virtualServiceRef": {"name": "nodejs"}}},
-        {"virtualService": {"virtualServiceRef": {"name": "crystal"}}},
+        {"virtualService": {"virtualServiceRef": {"name": "nodejs"}, "clientPolicy": _client_tls("nodejs")}},
+        {"virtualService": {"virtualServiceRef": {"name": "crystal"}, "clientPolicy": _client_tls("crystal")}},
     ]
+    # Its load balancer speaks plain HTTP to it, so its own listener does not demand TLS.
+    assert "tls" not in node["spec"]["listeners"][0]
+
+
+def test_mtls_off_renders_no_tls_and_no_certificates() -> None:
+    import copy
+
+    from tests.conftest import cdk_json_context
+
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["mtls"] = "off"
+    objects = [o for chart in render(config_with(topology=topology)).values() for o in chart]
+    assert not [o for o in objects if o["apiVersion"].startswith("cert-manager.io/")]
+    assert "tls" not in find(objects, "VirtualNode", "nodejs-app")["spec"]["listeners"][0]
+    assert "clientPolicy" not in json.dumps(find(objects, "VirtualNode", "frontend-app"))
+    assert "secretMounts" not in json.dumps(find(objects, "Deployment", "nodejs-app"))
+
+
+def test_each_workload_gets_a_certificate_for_the_names_its_clients_match(objects: list[dict[str, Any]]) -> None:
+    certificate = find(objects, "Certificate", "nodejsv2-tls")
+    assert certificate["metadata"]["namespace"] == "lab-appmesh"
+    assert certificate["spec"]["secretName"] == "nodejsv2-tls"
+    # nodejsv2 serves the nodejs virtual service: clients match that name.
+    assert certificate["spec"]["dnsNames"] == ["nodejs.appmeshworkshop.hosted.local", "nodejsv2.appmeshworkshop.hosted.local"]
+    assert certificate["spec"]["issuerRef"] == {"name": "app-mesh-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    assert set(certificate["spec"]["usages"]) >= {"server auth", "client auth"}
+    pod = find(objects, "Deployment", "nodejsv2-app")["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"appmesh.k8s.aws/secretMounts": "nodejsv2-tls:/certs/"}
+
+
+def test_gateway_presents_its_certificate_to_the_services(objects: list[dict[str, Any]]) -> None:
+    gateway = find(objects, "VirtualGateway", "ingress-gw")
+    assert gateway["spec"]["backendDefaults"] == {"clientPolicy": _client_tls("nodejs")}
+    pod = find(objects, "Deployment", "ingress-gw")["spec"]["template"]["spec"]
+    (envoy,) = pod["containers"]
+    assert {"mountPath": "/certs", "name": "tls", "readOnly": True} in envoy["volumeMounts"]
+    assert {"name": "tls", "secret": {"secretName": "ingress-gw-tls"}} in [
+        {k: v for k, v in volume.items() if k in ("name", "secret")} for volume in pod["volumes"]
+    ]
+
+
+def test_mesh_ca_chart_issues_from_a_private_ca() -> None:
+    from charts.workloads import mesh_ca_chart
+    from stacks.mesh_workload import mesh_names
+
+    objects = mesh_ca_chart(mesh_names(config_with())).to_json()
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("Issuer", "app-mesh-selfsigned"),
+        ("Certificate", "app-mesh-ca"),
+        ("Issuer", "app-mesh-ca"),
+    ]
+    assert objects[1]["spec"]["isCA"] is True
+    assert objects[2]["spec"] == {"ca": {"secretName": "app-mesh-ca"}}
+
+
+def test_routes_carry_timeout_and_retry_policy(objects: list[dict[str, Any]]) -> None:
+    route = find(objects, "VirtualRouter", "crystal-router")["spec"]["routes"][0]["httpRoute"]
+    assert route["timeout"] == {"perRequest": {"unit": "ms", "value": 15000}}
+    assert route["retryPolicy"] == {
+        "maxRetries": 2,
+        "perRetryTimeout": {"unit": "ms", "value": 2000},
+        "httpRetryEvents": ["server-error", "gateway-error"],
+        "tcpRetryEvents": ["connection-error"],
+    }
+
+
+@pytest.mark.parametrize("name", ["frontend-app", "nodejs-app", "nodejsv2-app", "crystal-app", "ingress-gw"])
+def test_workloads_are_hardened(objects: list[dict[str, Any]], name: str) -> None:
+    deployment = find(objects, "Deployment", name)
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["privileged"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert {"mountPath": "/tmp", "name": "tmp"} in [{k: m[k] for k in ("mountPath", "name")} for m in container["volumeMounts"]]
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": labels},
+        }
+    ]
+    budget = find(objects, "PodDisruptionBudget", name)
+    assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": labels}}
+
+
+def test_app_containers_have_probes(objects: list[dict[str, Any]]) -> None:
+    for name in ("frontend-app", "nodejs-app", "nodejsv2-app", "crystal-app"):
+        (container,) = find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
 def test_dns_discovery_mode() -> None:
@@ -110,7 +245,13 @@ def test_dns_discovery_mode() -> None:
     from charts.appmesh import virtual_node
 
     dns = replace(config_with().mesh.topology, discovery="dns")
-    node = virtual_node(dns.service("crystal"), dns, namespace="lab-appmesh", cloud_map_namespace="appmesh.pvt.local")
+    node = virtual_node(
+        dns.service("crystal"),
+        dns,
+        namespace="lab-appmesh",
+        cloud_map_namespace="appmesh.pvt.local",
+        hosted_zone="appmeshworkshop.hosted.local",
+    )
     assert node["spec"]["serviceDiscovery"] == {"dns": {"hostname": "crystal.lab-appmesh.svc.cluster.local"}}
 
 
@@ -128,6 +269,13 @@ def test_nodejs_router_splits_two_to_one(objects: list[dict[str, Any]]) -> None:
                             {"virtualNodeRef": {"name": "nodejs-app"}, "weight": 2},
                             {"virtualNodeRef": {"name": "nodejsv2-app"}, "weight": 1},
                         ]
+                    },
+                    "timeout": {"perRequest": {"unit": "ms", "value": 15000}},
+                    "retryPolicy": {
+                        "maxRetries": 2,
+                        "perRetryTimeout": {"unit": "ms", "value": 2000},
+                        "httpRetryEvents": ["server-error", "gateway-error"],
+                        "tcpRetryEvents": ["connection-error"],
                     },
                 },
             }
@@ -206,3 +354,20 @@ def test_canary_shift_changes_only_the_router_weights(rendered: dict[str, list[d
 
 def test_chart_snapshot(rendered: dict[str, list[dict[str, Any]]], snapshot: Any) -> None:
     assert rendered == snapshot
+
+
+def test_retry_off_is_an_explicit_zero_retry_policy(crd_schemas: dict[Any, Any]) -> None:
+    import copy
+
+    from tests.conftest import cdk_json_context
+
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["virtual_services"]["crystal"]["routes"][0]["retry"] = "off"
+    objects = [o for chart in render(config_with(topology=topology)).values() for o in chart]
+    router = find(objects, "VirtualRouter", "crystal-router")
+    assert router["spec"]["routes"][0]["httpRoute"]["retryPolicy"] == {
+        "maxRetries": 0,
+        "perRetryTimeout": {"unit": "ms", "value": 15000},
+        "httpRetryEvents": ["server-error"],
+    }
+    jsonschema.validate(router, crd_schemas[(APPMESH, "VirtualRouter")], cls=jsonschema.Draft7Validator)

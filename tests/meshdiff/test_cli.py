@@ -13,7 +13,7 @@ import pytest
 import meshdiff.__main__ as cli
 from meshdiff.summary import write_summary
 
-from .support import FIXTURES, HEADER, REPO_ROOT, summary_with
+from .support import FIXTURES, HEADER, REPO_ROOT, cdk_json_context, summary_with
 
 VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
@@ -74,6 +74,19 @@ def test_rollback_from_config(tmp_path: Path) -> None:
         "~ route nodejs/route-to-nodejs-app (prefix /):",
         "    nodejs      1 -> 2   (50.0% -> 66.7%)",
         "    nodejsv2    1 -> 1   (50.0% -> 33.3%)",
+    ]
+
+
+def test_retry_off_as_a_topology_setting(tmp_path: Path) -> None:
+    """`-c topology=<JSON>` with the nodejs route's retry turned off: one line, the whole policy -> off."""
+    topology = cdk_json_context()["topology"]
+    topology["virtual_services"]["nodejs"]["routes"][0]["retry"] = "off"
+    result = run(tmp_path, "--from", str(SEED_SUMMARY), "-c", f"topology={json.dumps(topology)}")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        HEADER,
+        "~ route nodejs/route-to-nodejs-app (prefix /):",
+        "    retry: {http_events: [gateway-error, server-error], max_retries: 2, per_retry_timeout_ms: 2000, tcp_events: [connection-error]} -> off",
     ]
 
 

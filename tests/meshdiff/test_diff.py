@@ -150,10 +150,10 @@ def test_added_and_removed_gateway() -> None:
 
 
 def test_mesh_settings_and_names() -> None:
-    changed = summary_with(mesh_name="mesh-b", namespace="lab-b", hosted_zone="b.hosted.local", topology=drop_all())
+    changed = summary_with(mesh_name="mesh-b", namespace="lab-b", hosted_zone="b.hosted.local", topology=allow_all())
     assert diff_summaries(SEED, changed) == [
         "Mesh mesh-b (namespace lab-b)",
-        "~ egress_filter: ALLOW_ALL -> DROP_ALL",
+        "~ egress_filter: DROP_ALL -> ALLOW_ALL",
         "~ mesh: app-mesh -> mesh-b",
         "~ namespace: lab-appmesh -> lab-b",
         "~ virtual service crystal: awsName crystal.appmeshworkshop.hosted.local -> crystal.b.hosted.local",
@@ -161,9 +161,9 @@ def test_mesh_settings_and_names() -> None:
     ]
 
 
-def drop_all() -> dict[str, Any]:
+def allow_all() -> dict[str, Any]:
     topology: dict[str, Any] = copy.deepcopy(cdk_json_context()["topology"])
-    topology["egress_filter"] = "DROP_ALL"
+    topology["egress_filter"] = "ALLOW_ALL"
     return topology
 
 
@@ -171,14 +171,17 @@ def test_reshaped_fixture_shows_every_kind_of_change() -> None:
     reshaped = summary_with(config=str(FIXTURES / "reshaped.yaml"))
     assert diff_summaries(SEED, reshaped) == [
         HEADER,
+        "~ egress_filter: DROP_ALL -> ALLOW_ALL",
         "- virtual service crystal (crystal.appmeshworkshop.hosted.local)",
         "- route crystal/route-to-crystal-app (prefix /): crystal 1 (100.0%)",
         "~ route nodejs/route-to-nodejs-app (prefix /):",
+        "    retry.max_retries: 2 -> 3",
         "    nodejs      2 -> 2   (66.7% -> 50.0%)",
         "    nodejsv2    1 -> 1   (33.3% -> 25.0%)",
         "    nodejsv3    - -> 1    (0.0% -> 25.0%)",
         "- service crystal (port 3000, 2 replicas)",
         "~ service frontend: backends [crystal, nodejs] -> [nodejs]",
+        f"~ service frontend: outlier_detection {OUTLIER_DETECTION} -> off",
         "~ service frontend: replicas 2 -> 3",
         "+ service nodejsv3 (port 3000, 2 replicas)",
         "- gateway route gateway-route-eks /eks/ -> nodejs",
@@ -186,25 +189,119 @@ def test_reshaped_fixture_shows_every_kind_of_change() -> None:
     ]
 
 
-def test_new_policy_fields_are_diffed_without_code_changes() -> None:
-    """Fields the summary does not know (retries, outlier detection...) are compared generically."""
-    old, new = copy.deepcopy(SEED), copy.deepcopy(SEED)
-    new["virtual_services"][1]["routes"][0]["retries"] = 3
-    new["services"][0]["outlier_detection"] = {"interval_ms": 10000, "max_server_errors": 5}
-    old["services"][0]["outlier_detection"] = {"interval_ms": 10000, "max_server_errors": 3}
-    new["services"][2]["mtls"] = True
-    new["services"][2]["timeouts"] = {"request": 15}
-    new["mtls"] = "STRICT"
-    assert diff_summaries(old, new)[1:] == [
-        "~ mtls: (unset) -> STRICT",
-        "~ route nodejs/route-to-nodejs-app (prefix /):",
-        "    retries: (unset) -> 3",
-        "~ service crystal: outlier_detection.max_server_errors 3 -> 5",
-        "~ service nodejs: mtls (unset) -> true",
-        "~ service nodejs: timeouts.request (unset) -> 15",
+# Policies (config/policies.py), changed through the topology as a reviewer would change them.
+
+RETRY = "{http_events: [gateway-error, server-error], max_retries: 2, per_retry_timeout_ms: 2000, tcp_events: [connection-error]}"
+OUTLIER_DETECTION = "{base_ejection_ms: 30000, interval_ms: 10000, max_ejection_percent: 50, max_server_errors: 5}"
+NODEJS_ROUTE = "~ route nodejs/route-to-nodejs-app (prefix /):"
+
+
+def nodejs_route(**settings: Any) -> dict[str, Any]:
+    return summary_of_topology(lambda t: t["virtual_services"]["nodejs"]["routes"][0].update(settings))
+
+
+def crystal(**settings: Any) -> dict[str, Any]:
+    return summary_of_topology(lambda t: t["services"]["crystal"].update(settings))
+
+
+def test_route_retry_changed() -> None:
+    assert diff_summaries(SEED, nodejs_route(retry={"max_retries": 3})) == [HEADER, NODEJS_ROUTE, "    retry.max_retries: 2 -> 3"]
+    fewer_events = nodejs_route(retry={"http_events": ["server-error"], "tcp_events": [], "per_retry_timeout_ms": 1000})
+    assert diff_summaries(SEED, fewer_events)[1:] == [
+        NODEJS_ROUTE,
+        "    retry.http_events: [gateway-error, server-error] -> [server-error]",
+        "    retry.per_retry_timeout_ms: 2000 -> 1000",
+        "    retry.tcp_events: [connection-error] -> []",
     ]
-    # An unset optional field (null or absent) is no change.
-    assert not has_changes(old, {**old, "services": [*old["services"][:1], {**old["services"][1], "retries": None}, *old["services"][2:]]})
+
+
+def test_route_retry_turned_off_and_back_on() -> None:
+    """`retry: off` is one readable line with the whole policy, not an `(unset)` per setting."""
+    for off in ("off", False):
+        assert diff_summaries(SEED, nodejs_route(retry=off)) == [HEADER, NODEJS_ROUTE, f"    retry: {RETRY} -> off"]
+    assert diff_summaries(nodejs_route(retry="off"), SEED) == [HEADER, NODEJS_ROUTE, f"    retry: off -> {RETRY}"]
+    custom = "{http_events: [gateway-error, server-error], max_retries: 3, per_retry_timeout_ms: 2000, tcp_events: [connection-error]}"
+    assert diff_summaries(nodejs_route(retry="off"), nodejs_route(retry={"max_retries": 3}))[1:] == [
+        NODEJS_ROUTE,
+        f"    retry: off -> {custom}",
+    ]
+    assert not has_changes(nodejs_route(retry="off"), nodejs_route(retry=False))
+    assert not has_changes(SEED, nodejs_route(retry=True))
+
+
+def test_route_timeout_with_retries_and_a_weight_shift() -> None:
+    """Policy lines first, then the target table, in one route block."""
+
+    def change(topology: dict[str, Any]) -> None:
+        route = topology["virtual_services"]["nodejs"]["routes"][0]
+        route.update(timeout_ms=30000, retry={"per_retry_timeout_ms": 10000}, targets={"nodejs": 1, "nodejsv2": 1})
+
+    assert diff_summaries(SEED, summary_of_topology(change)) == [
+        HEADER,
+        NODEJS_ROUTE,
+        "    retry.per_retry_timeout_ms: 2000 -> 10000",
+        "    timeout_ms: 15000 -> 30000",
+        "    nodejs      2 -> 1   (66.7% -> 50.0%)",
+        "    nodejsv2    1 -> 1   (33.3% -> 50.0%)",
+    ]
+
+
+def test_service_policies_changed() -> None:
+    changed = crystal(
+        timeout_ms=5000,
+        outlier_detection={"max_server_errors": 3},
+        health_check={"interval_ms": 10000, "unhealthy_threshold": 3},
+        connection_pool={"max_pending_requests": 64},
+    )
+    assert diff_summaries(SEED, changed) == [
+        HEADER,
+        "~ service crystal: connection_pool.max_pending_requests 1024 -> 64",
+        "~ service crystal: health_check.interval_ms 5000 -> 10000",
+        "~ service crystal: health_check.unhealthy_threshold 2 -> 3",
+        "~ service crystal: outlier_detection.max_server_errors 5 -> 3",
+        "~ service crystal: timeout_ms 15000 -> 5000",
+    ]
+
+
+def test_outlier_detection_turned_off_and_back_on() -> None:
+    for off in ("off", False):
+        assert diff_summaries(SEED, crystal(outlier_detection=off)) == [
+            HEADER,
+            f"~ service crystal: outlier_detection {OUTLIER_DETECTION} -> off",
+        ]
+    assert diff_summaries(crystal(outlier_detection="off"), SEED)[1:] == [
+        f"~ service crystal: outlier_detection off -> {OUTLIER_DETECTION}"
+    ]
+    assert not has_changes(SEED, crystal(outlier_detection=True))
+
+
+def test_mtls_and_egress_filter() -> None:
+    opened = summary_of_topology(lambda t: t.update(mtls="off", egress_filter="ALLOW_ALL"))
+    assert diff_summaries(SEED, opened) == [HEADER, "~ egress_filter: DROP_ALL -> ALLOW_ALL", "~ mtls: strict -> off"]
+    assert diff_summaries(opened, SEED)[1:] == ["~ egress_filter: ALLOW_ALL -> DROP_ALL", "~ mtls: off -> strict"]
+
+    def defaults(topology: dict[str, Any]) -> None:
+        del topology["mtls"], topology["egress_filter"]
+
+    # Both are cdk.json's values and the model's defaults: leaving them out is no change.
+    assert not has_changes(SEED, summary_of_topology(defaults))
+
+
+def test_a_summary_from_before_the_policies() -> None:
+    """A summary written before the model had a policy (no `retry` key) or with it null: each setting is new."""
+    old = copy.deepcopy(SEED)
+    del old["virtual_services"][1]["routes"][0]["retry"]
+    assert diff_summaries(old, SEED)[1:] == [
+        NODEJS_ROUTE,
+        "    retry.http_events: (unset) -> [gateway-error, server-error]",
+        "    retry.max_retries: (unset) -> 2",
+        "    retry.per_retry_timeout_ms: (unset) -> 2000",
+        "    retry.tcp_events: (unset) -> [connection-error]",
+    ]
+    # Absent and null are the same (unset).
+    nulled = copy.deepcopy(old)
+    nulled["virtual_services"][1]["routes"][0]["retry"] = None
+    assert not has_changes(old, nulled)
 
 
 def test_order_of_the_summary_lists_does_not_matter() -> None:

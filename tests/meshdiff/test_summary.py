@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from config import Topology, build_config, merge_layers
-from config.topology import Route, Service
+from config import build_config, merge_layers
 from meshdiff.summary import SUMMARY_VERSION, SummaryError, dumps, load_summary, summarize, write_summary
 
 from .support import FIXTURES, REPO_ROOT, cdk_json_context, summary_of_topology, summary_with
@@ -20,7 +19,7 @@ def test_default_summary() -> None:
     summary = summary_with()
     assert summary["version"] == SUMMARY_VERSION == 1
     assert (summary["mesh"], summary["namespace"]) == ("app-mesh", "lab-appmesh")
-    assert (summary["discovery"], summary["egress_filter"]) == ("cloudmap", "ALLOW_ALL")
+    assert (summary["discovery"], summary["egress_filter"], summary["mtls"]) == ("cloudmap", "DROP_ALL", "strict")
     assert [s["name"] for s in summary["services"]] == ["crystal", "frontend", "nodejs", "nodejsv2"]
     frontend = summary["services"][1]
     assert frontend == {
@@ -34,12 +33,24 @@ def test_default_summary() -> None:
         "exposure": "external",
         "source_cidrs": ["0.0.0.0/0"],
         "build_args": {},
+        "timeout_ms": 15000,
+        "health_check": {"interval_ms": 5000, "timeout_ms": 2000, "healthy_threshold": 2, "unhealthy_threshold": 2},
+        "outlier_detection": DEFAULT_OUTLIER_DETECTION,
+        "connection_pool": {"max_connections": 1024, "max_pending_requests": 1024},
     }
     assert summary["services"][3]["build_args"] == {"APP_VERSION": "2"}
     assert summary["virtual_services"][1] == {
         "name": "nodejs",
         "awsName": "nodejs.appmeshworkshop.hosted.local",
-        "routes": [{"name": "route-to-nodejs-app", "prefix": "/", "targets": {"nodejs": 2, "nodejsv2": 1}}],
+        "routes": [
+            {
+                "name": "route-to-nodejs-app",
+                "prefix": "/",
+                "targets": {"nodejs": 2, "nodejsv2": 1},
+                "timeout_ms": 15000,
+                "retry": DEFAULT_RETRY,
+            }
+        ],
     }
     assert summary["gateway"] == {
         "name": "ingress-gw",
@@ -104,69 +115,88 @@ def test_load_refuses_what_it_cannot_read(tmp_path: Path, text: str, message: st
         load_summary(path)
 
 
-# The model will grow optional policy fields; they must reach the summary with no code change.
+# The policies of the model (config/policies.py) reach the summary; a policy turned off is "off".
+
+DEFAULT_RETRY = {
+    "max_retries": 2,
+    "per_retry_timeout_ms": 2000,
+    "http_events": ["gateway-error", "server-error"],
+    "tcp_events": ["connection-error"],
+}
+DEFAULT_OUTLIER_DETECTION = {"max_server_errors": 5, "interval_ms": 10000, "base_ejection_ms": 30000, "max_ejection_percent": 50}
 
 
-@dataclasses.dataclass(frozen=True)
-class OutlierDetection:
-    max_server_errors: int
-    interval_ms: int
+def nodejs_route(summary: dict[str, Any]) -> dict[str, Any]:
+    route: dict[str, Any] = next(vs for vs in summary["virtual_services"] if vs["name"] == "nodejs")["routes"][0]
+    return route
 
 
-@dataclasses.dataclass(frozen=True)
-class PolicyRoute(Route):
-    retries: int | None = None
-    retry_events: tuple[str, ...] = ()
+def service(summary: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(s for s in summary["services"] if s["name"] == name)
+    return found
 
 
-@dataclasses.dataclass(frozen=True)
-class PolicyService(Service):
-    outlier_detection: OutlierDetection | None = None
-    timeouts: tuple[tuple[str, int], ...] = ()
-    mtls: bool = False
-
-
-def with_policies(crystal_policy: dict[str, Any] | None = None, **route_policy: Any) -> Topology:
-    """cdk.json's topology with the model's classes swapped for ones with policy fields."""
-    topology = summary_topology()
-    services = tuple(
-        PolicyService(
-            **{f.name: getattr(s, f.name) for f in dataclasses.fields(s)}, **(crystal_policy if s.name == "crystal" else None) or {}
+def test_policy_settings_reach_the_summary() -> None:
+    def configure(topology: dict[str, Any]) -> None:
+        topology.update(mtls="off", egress_filter="ALLOW_ALL")
+        topology["virtual_services"]["nodejs"]["routes"][0].update(
+            timeout_ms=30000, retry={"max_retries": 3, "per_retry_timeout_ms": 5000, "http_events": ["server-error"], "tcp_events": []}
         )
-        for s in topology.services
-    )
-    virtual_services = tuple(
-        dataclasses.replace(vs, routes=tuple(PolicyRoute(r.name, r.prefix, r.targets, **route_policy) for r in vs.routes))
-        for vs in topology.virtual_services
-    )
-    return dataclasses.replace(topology, services=services, virtual_services=virtual_services)
+        topology["services"]["crystal"].update(
+            timeout_ms=5000,
+            health_check={"interval_ms": 10000},
+            outlier_detection={"max_server_errors": 3},
+            connection_pool={"max_connections": 256},
+        )
 
-
-def summary_topology() -> Topology:
-    defaults = cdk_json_context()
-    return build_config(merge_layers(defaults, defaults, REPO_ROOT), {}).mesh.topology
-
-
-def summarize_default(topology: Topology) -> dict[str, Any]:
-    return summarize(topology, hosted_zone="appmeshworkshop.hosted.local", mesh_name="app-mesh", namespace="lab-appmesh")
-
-
-def test_unset_policy_fields_leave_the_summary_unchanged() -> None:
-    plain = summarize_default(with_policies())
-    route = plain["virtual_services"][1]["routes"][0]
-    assert "retries" not in route
-    assert route["retry_events"] == []
-    assert plain["services"][0]["timeouts"] == {} and plain["services"][0]["mtls"] is False
-    assert "outlier_detection" not in plain["services"][0]
-
-
-def test_policy_fields_are_summarized_generically() -> None:
-    crystal_policy = {"outlier_detection": OutlierDetection(5, 10000), "timeouts": (("request", 15), ("idle", 300)), "mtls": True}
-    summary = summarize_default(with_policies(crystal_policy, retries=3, retry_events=("server-error", "gateway-error")))
-    assert summary["virtual_services"][1]["routes"][0]["retries"] == 3
-    assert summary["virtual_services"][1]["routes"][0]["retry_events"] == ["gateway-error", "server-error"]
-    crystal_summary = next(s for s in summary["services"] if s["name"] == "crystal")
-    assert crystal_summary["outlier_detection"] == {"max_server_errors": 5, "interval_ms": 10000}
-    assert crystal_summary["timeouts"] == {"idle": 300, "request": 15}
-    assert crystal_summary["mtls"] is True
+    summary = summary_of_topology(configure)
+    assert (summary["mtls"], summary["egress_filter"]) == ("off", "ALLOW_ALL")
+    route = nodejs_route(summary)
+    assert route["timeout_ms"] == 30000
+    assert route["retry"] == {"max_retries": 3, "per_retry_timeout_ms": 5000, "http_events": ["server-error"], "tcp_events": []}
+    crystal = service(summary, "crystal")
+    assert crystal["timeout_ms"] == 5000
+    assert crystal["health_check"] == {"interval_ms": 10000, "timeout_ms": 2000, "healthy_threshold": 2, "unhealthy_threshold": 2}
+    assert crystal["outlier_detection"] == {**DEFAULT_OUTLIER_DETECTION, "max_server_errors": 3}
+    assert crystal["connection_pool"] == {"max_connections": 256, "max_pending_requests": 1024}
+    assert service(summary, "nodejs") == service(summary_with(), "nodejs")
     assert json.loads(dumps(summary)) == summary
+
+
+@pytest.mark.parametrize("off", ["off", False])
+def test_a_policy_turned_off_is_off(off: Any) -> None:
+    """None in the model is a policy turned off (the default is on), not a setting left out."""
+
+    def turn_off(topology: dict[str, Any]) -> None:
+        topology["virtual_services"]["nodejs"]["routes"][0]["retry"] = off
+        topology["services"]["crystal"]["outlier_detection"] = off
+
+    summary = summary_of_topology(turn_off)
+    assert nodejs_route(summary)["retry"] == "off"
+    assert service(summary, "crystal")["outlier_detection"] == "off"
+    assert nodejs_route(summary_with())["retry"] == DEFAULT_RETRY
+    assert service(summary_with(), "crystal")["outlier_detection"] == DEFAULT_OUTLIER_DETECTION
+    assert json.loads(dumps(summary)) == summary
+
+
+def test_the_model_and_the_configuration_agree_on_off() -> None:
+    """summarize reads the dataclasses: Route.retry or Service.outlier_detection set to None is "off" too."""
+    topology = build_config(merge_layers(cdk_json_context(), cdk_json_context(), REPO_ROOT), {}).mesh.topology
+    changed = dataclasses.replace(
+        topology,
+        services=tuple(dataclasses.replace(s, outlier_detection=None) if s.name == "nodejs" else s for s in topology.services),
+        virtual_services=tuple(
+            dataclasses.replace(vs, routes=tuple(dataclasses.replace(r, retry=None) for r in vs.routes)) for vs in topology.virtual_services
+        ),
+    )
+
+    def turn_off(raw: dict[str, Any]) -> None:
+        raw["services"]["nodejs"]["outlier_detection"] = "off"
+        for virtual_service in raw["virtual_services"].values():
+            for route in virtual_service["routes"]:
+                route["retry"] = "off"
+
+    summary = summarize(changed, hosted_zone="appmeshworkshop.hosted.local", mesh_name="app-mesh", namespace="lab-appmesh")
+    assert summary == summary_of_topology(turn_off)
+    assert [route["retry"] for vs in summary["virtual_services"] for route in vs["routes"]] == ["off", "off"]
+    assert [s["outlier_detection"] == "off" for s in summary["services"]] == [False, False, True, False]

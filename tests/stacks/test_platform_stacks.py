@@ -186,7 +186,7 @@ def test_mesh_namespace_has_the_seed_labels_and_waits_for_the_controller(default
     ]
     objects, depends_on = _manifests(template)[namespace_id]
     labels = objects[0]["metadata"]["labels"]
-    assert {k: v for k, v in labels.items() if not k.startswith("aws.cdk.eks/prune")} == {
+    assert {k: v for k, v in labels.items() if not k.startswith(("aws.cdk.eks/prune", "pod-security."))} == {
         "mesh": "app-mesh",
         "appmesh.k8s.aws/sidecarInjectorWebhook": "enabled",
         "gateway": "ingress-gw",
@@ -309,3 +309,23 @@ def test_app_mesh_end_of_support_is_announced_at_synth(application: Any) -> None
         "*", Match.string_like_regexp("discontinued App Mesh on 2026-09-30")
     )
     assert len(warnings) == 1
+
+
+def test_namespace_pod_security_is_the_strictest_that_admits_meshed_pods(default_synth: Synthesized, application: Any) -> None:
+    template = default_synth.template(application.platform)
+    (objects,) = [objects for objects, _ in _manifests(template).values() if objects[0]["metadata"]["name"] == "lab-appmesh"]
+    labels = objects[0]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+
+
+def test_cert_manager_is_pinned_and_the_mesh_ca_waits_for_it(default_synth: Synthesized, application: Any) -> None:
+    template = default_synth.template(application.platform)
+    releases = template.find_resources("Custom::AWSCDK-EKS-HelmChart", {"Properties": {"Chart": "cert-manager"}})
+    ((release_id, release),) = releases.items()
+    assert release["Properties"]["Version"] == "v1.18.2"
+    assert release["Properties"]["Repository"] == "https://charts.jetstack.io"
+    assert json.loads(release["Properties"]["Values"]) == {"crds": {"enabled": True, "keep": False}}
+    (ca_id,) = [name for name, (objects, _) in _manifests(template).items() if objects[0]["kind"] == "Issuer"]
+    assert release_id in _manifests(template)[ca_id][1]

@@ -21,7 +21,9 @@ def test_one_manifest_per_service_with_its_objects(default_synth: Synthesized, a
     assert len(by_name) == 4
     nodejs = next(objects for objects in by_name.values() if ("VirtualNode", "nodejs-app") in _kinds(objects))
     assert sorted(_kinds(nodejs)) == [
+        ("Certificate", "nodejs-tls"),
         ("Deployment", "nodejs-app"),
+        ("PodDisruptionBudget", "nodejs-app"),
         ("Service", "nodejs"),
         ("ServiceAccount", "nodejs"),
         ("VirtualNode", "nodejs-app"),
@@ -109,3 +111,11 @@ def test_canary_shift_changes_only_the_routing_template(default_synth: Synthesiz
     before = default_synth.template_json(application.routing)["Resources"]
     after = shifted.template_json(shifted.application.routing)["Resources"]
     assert [name for name in before if before[name] != after[name]] == [n for n in before if n.startswith("ClusterRouting1")]
+
+
+def test_workloads_wait_for_the_mesh_ca(application: Any) -> None:
+    assert [c.node.path for c in application.platform.ready] == [
+        "AppMesh-MeshPlatform/AppMeshController/MeshNamespace",
+        "AppMesh-MeshPlatform/Cluster/Mesh",
+        "AppMesh-MeshPlatform/Cluster/MeshCa",
+    ]

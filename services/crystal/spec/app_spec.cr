@@ -101,6 +101,22 @@ describe CrystalApp do
     end
   end
 
+  it "answers every FAIL_EVERY-th greeting with 503 but never /health" do
+    with_service({"FAIL_EVERY" => "2"}) do |client|
+      statuses = (1..6).map do |i|
+        client.get("/health").status_code.should eq 200
+        client.get(i.odd? ? "/" : "/crystal").status_code
+      end
+      statuses.should eq [200, 503, 200, 503, 200, 503]
+    end
+    with_service({"FAIL_EVERY" => "1"}) do |client|
+      response = client.get("/")
+      response.status_code.should eq 503
+      JSON.parse(response.body)["error"].should eq "injected failure"
+    end
+    CrystalApp::Config.from_env({"FAIL_EVERY" => "x"}).fail_every.should eq 0
+  end
+
   it "drains: finishes an in-flight request and stops accepting" do
     log = IO::Memory.new
     service = CrystalApp::Service.new(CrystalApp::Config.from_env({"RESPONSE_DELAY_MS" => "300"}), log)

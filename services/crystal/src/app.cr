@@ -1,5 +1,10 @@
 # Crystal backend of the App Mesh workshop. Standard library only.
 #
+# Fault-injection knobs (environment), for the mesh's resilience tests:
+#   RESPONSE_DELAY_MS=N  answer / and /crystal after N ms (a "hung" backend: N far above the timeout)
+#   FAIL_EVERY=N         every Nth / or /crystal answers 503 (N=2: half, N=1: all); /health is
+#                        never affected, so health checks pass while requests fail
+#
 # The library part (config, request handling, draining) lives here so that the
 # specs can run it in-process; src/main.cr only wires it to the environment,
 # the listening socket and the signals.
@@ -19,15 +24,17 @@ module CrystalApp
     getter pod : String
     getter zone : String
     getter response_delay : Time::Span
+    getter fail_every : Int32
 
     def initialize(@port = 3000, @host = "0.0.0.0", @service = "crystal",
                    @version = "1", @pod = System.hostname, @zone = "unknown",
-                   @response_delay = Time::Span.zero)
+                   @response_delay = Time::Span.zero, @fail_every = 0)
     end
 
     # `env` is ENV or any object answering `[]?(String)` (a Hash in specs).
     def self.from_env(env = ENV) : Config
       delay_ms = env["RESPONSE_DELAY_MS"]?.try(&.to_i?) || 0
+      fail_every = env["FAIL_EVERY"]?.try(&.to_i?) || 0
       new(
         port: env["PORT"]?.try(&.to_i?) || 3000,
         host: present(env["BIND_ADDRESS"]?) || "0.0.0.0",
@@ -36,6 +43,7 @@ module CrystalApp
         pod: present(env["POD_NAME"]?) || System.hostname,
         zone: present(env["AVAILABILITY_ZONE"]?) || "unknown",
         response_delay: delay_ms > 0 ? delay_ms.milliseconds : Time::Span.zero,
+        fail_every: fail_every > 0 ? fail_every : 0,
       )
     end
 
@@ -64,6 +72,8 @@ module CrystalApp
     include HTTP::Handler
 
     getter inflight = Atomic(Int32).new(0)
+    # Greeting requests served so far, for FAIL_EVERY.
+    @served = Atomic(Int64).new(0)
 
     def initialize(@config : Config, @log : IO = STDOUT)
       @log_lock = Mutex.new
@@ -105,6 +115,10 @@ module CrystalApp
         return json(context, 405, {"error" => "method not allowed"})
       end
       return json(context, 200, {"status" => "ok"}) if path == "/health"
+      served = @served.add(1) + 1
+      if @config.fail_every > 0 && served % @config.fail_every == 0
+        return json(context, 503, {"error" => "injected failure", "fail_every" => @config.fail_every})
+      end
       sleep @config.response_delay if @config.response_delay > Time::Span.zero
       json(context, 200, greeting)
     end

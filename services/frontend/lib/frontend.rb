@@ -42,6 +42,20 @@ module Frontend
     end
   end
 
+  # The HTTP proxy for a backend URL from http_proxy/no_proxy, decided without a DNS lookup.
+  # Ruby's own discovery (URI#find_proxy) resolves the target host first, and a mesh name that
+  # only Envoy knows then stalls every call on the resolver. Unset in the cluster (Envoy
+  # intercepts with iptables); set by the local mesh, where Envoy is the proxy.
+  def self.proxy_for(uri, env = ENV)
+    proxy = Config.presence(env['http_proxy']) || Config.presence(env['HTTP_PROXY'])
+    return nil unless proxy
+
+    exempt = (env['no_proxy'] || env['NO_PROXY']).to_s.split(',').map { |entry| entry.strip.delete_prefix('.') }
+    return nil if exempt.any? { |entry| entry == '*' || uri.host == entry || uri.host.end_with?(".#{entry}") && !entry.empty? }
+
+    URI(proxy)
+  end
+
   # Which Node.js version answered the last `window` requests. Thread-safe.
   class Tally
     MAX_KEY = 32
@@ -92,9 +106,9 @@ module Frontend
     def fetch
       raise ArgumentError, "unsupported URL #{@uri}" unless @uri.is_a?(URI::HTTP) && @uri.host
 
-      # The proxy comes from the environment (http_proxy/no_proxy): unset in the cluster, where
-      # Envoy intercepts with iptables; set by the local mesh, where Envoy is the proxy.
-      http = Net::HTTP.new(@uri.host, @uri.port)
+      proxy = Frontend.proxy_for(@uri)
+      # An explicit proxy (or nil): Net::HTTP must not look the proxy up again from ENV.
+      http = Net::HTTP.new(@uri.host, @uri.port, proxy&.host, proxy&.port)
       http.use_ssl = @uri.scheme == 'https'
       http.open_timeout = http.read_timeout = http.write_timeout = @timeout_s
       request = Net::HTTP::Get.new(@uri.request_uri, { 'Accept' => 'application/json' }.merge(@headers))

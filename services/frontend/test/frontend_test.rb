@@ -168,4 +168,14 @@ class FrontendTest < Minitest::Test
       assert line.key?('trace_id')
     end
   end
+
+  def test_proxy_comes_from_the_environment_without_dns
+    uri = URI('http://nodejs.appmeshworkshop.hosted.local:3000/')
+    assert_nil Frontend.proxy_for(uri, {})
+    proxy = Frontend.proxy_for(uri, { 'http_proxy' => 'http://127.0.0.1:15001' })
+    assert_equal ['127.0.0.1', 15_001], [proxy.host, proxy.port]
+    assert_nil Frontend.proxy_for(uri, { 'http_proxy' => 'http://127.0.0.1:15001', 'no_proxy' => '.hosted.local' })
+    assert_nil Frontend.proxy_for(uri, { 'HTTP_PROXY' => 'http://127.0.0.1:15001', 'NO_PROXY' => '*' })
+    refute_nil Frontend.proxy_for(uri, { 'http_proxy' => 'http://127.0.0.1:15001', 'no_proxy' => 'example.com' })
+  end
 end

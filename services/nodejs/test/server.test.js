@@ -127,6 +127,37 @@ describe('RESPONSE_DELAY_MS and draining', () => {
   });
 });
 
+describe('FAIL_EVERY', () => {
+  test('every Nth GET / answers 503; /health never fails', async () => {
+    const srv = await start({ FAIL_EVERY: '2' });
+    try {
+      const statuses = [];
+      for (let i = 0; i < 6; i += 1) {
+        statuses.push((await get(srv.url + '/')).status);
+        assert.equal((await get(srv.url + '/health')).status, 200);
+      }
+      assert.deepEqual(statuses, [200, 503, 200, 503, 200, 503]);
+      assert.equal(srv.logs.filter((l) => l.status === 503).length, 3);
+    } finally {
+      await stop(srv.server);
+    }
+  });
+
+  test('FAIL_EVERY=1 fails every request; unset or invalid fails none', async () => {
+    assert.equal(configFromEnv({}).failEvery, 0);
+    assert.equal(configFromEnv({ FAIL_EVERY: 'x' }).failEvery, 0);
+    const srv = await start({ FAIL_EVERY: '1' });
+    try {
+      const res = await get(srv.url + '/');
+      assert.equal(res.status, 503);
+      assert.equal(JSON.parse(res.body).error, 'injected failure');
+      assert.equal((await get(srv.url + '/')).status, 503);
+    } finally {
+      await stop(srv.server);
+    }
+  });
+});
+
 test('traceIdOf falls back to traceparent, then null', () => {
   assert.equal(traceIdOf({ traceparent: '00-abc-def-01' }), 'abc');
   assert.equal(traceIdOf({}), null);

@@ -1,0 +1,119 @@
+"""Property-based: random and mutated configs either build (and synthesize) or fail cleanly.
+
+"Cleanly" means a ConfigError whose message is one line naming a key: never another exception
+type, which would reach the user as a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from config import ConfigError, build_config, merge_layers
+from config.settings import KNOWN_KEYS
+from tests.conftest import cdk_json_context, synthesize
+
+DEFAULTS = cdk_json_context()
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-5, max_value=100_000),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["1.35", "m5.large", "t2.micro", "10.0.0.0/16", "us-west-1", "/", "/eks/", "nodejs:1,nodejsv2:1", "strict", "off", "DROP_ALL"]
+    ),
+)
+values = st.recursive(
+    scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)), max_leaves=6
+)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, child in node.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+TOPOLOGY_PATHS = _paths(DEFAULTS["topology"])
+
+
+@st.composite
+def mutated_contexts(draw: st.DrawFn) -> dict[str, Any]:
+    context = copy.deepcopy(DEFAULTS)
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        choice = draw(st.sampled_from(["setting", "topology", "weights", "unknown"]))
+        if choice == "setting":
+            context[draw(st.sampled_from(sorted(KNOWN_KEYS - {"config"})))] = draw(values)
+        elif choice == "topology":
+            path = draw(st.sampled_from(TOPOLOGY_PATHS))
+            target = context["topology"]
+            try:
+                for step in path[:-1]:
+                    target = target[step]
+                target[path[-1]] = draw(values)
+            except (KeyError, IndexError, TypeError):
+                pass  # an earlier mutation reshaped this part of the tree
+        elif choice == "weights":
+            context[f"weights.{draw(st.sampled_from(['nodejs', 'crystal', 'nope']))}"] = draw(
+                st.one_of(values, st.just("nodejs:0,nodejsv2:0"))
+            )
+        else:
+            context[draw(st.text(min_size=1, max_size=10).filter(lambda k: not k.startswith("@") and ":" not in k))] = draw(values)
+    return context
+
+
+def _build(context: dict[str, Any]) -> Any:
+    return build_config(merge_layers(DEFAULTS, context), {})
+
+
+@settings(
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=os.environ.get("PROPERTY_RANDOM") != "1",
+)
+@given(mutated_contexts())
+def test_every_config_builds_or_fails_with_one_clean_line(context: dict[str, Any]) -> None:
+    try:
+        _build(context)
+    except ConfigError as error:
+        message = str(error)
+        assert message.startswith("config error: ")
+        assert "\n" not in message
+        assert message.startswith((f"config error: {error.key}=", f"config error: {error.key!r}="))
+
+
+VALID_VARIATIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "node_desired": st.integers(min_value=2, max_value=4),
+        "nat_gateways": st.integers(min_value=1, max_value=2),
+        "kubernetes_version": st.sampled_from(["1.34", "1.35", "1.36"]),
+        "weights.nodejs": st.sampled_from(["nodejs:2,nodejsv2:1", "nodejs:1,nodejsv2:1", "nodejs:0,nodejsv2:1", "nodejs:100,nodejsv2:0"]),
+        "auto_mode": st.booleans(),
+        "endpoint_access": st.sampled_from(["public", "private", "public_and_private"]),
+        "services_per_stack": st.integers(min_value=1, max_value=4),
+    },
+)
+
+
+@pytest.mark.integration
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(VALID_VARIATIONS)
+def test_valid_configs_synthesize(tmp_path_factory: pytest.TempPathFactory, variation: dict[str, Any]) -> None:
+    outdir: Path = tmp_path_factory.mktemp("property")
+    result = synthesize(outdir, variation)
+    assert result.error is None
+    assert list(outdir.glob("*.template.json"))
