@@ -38,8 +38,7 @@ def main() -> int:
     from config import ConfigError, build_config, merge_layers
     from config.settings import changed_settings
     from meshdiff import SUMMARY_FILE, summarize_config, write_summary
-    from stacks.application import build_application
-    from stacks.pipeline import PipelineStack
+    from stacks.entry import build_app
 
     app = cdk.App()
     defaults = json.loads((PROJECT_ROOT / "cdk.json").read_text()).get("context", {})
@@ -49,18 +48,7 @@ def main() -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    if config.pipeline:
-        PipelineStack(
-            app,
-            f"{config.stack_prefix}-Pipeline",
-            config=config,
-            pipeline=config.pipeline,
-            synth_context=changed_settings(defaults, merged),
-            env=cdk.Environment(account=config.account, region=config.region),
-            description="App Mesh on EKS: CDK Pipelines promotion of the application",
-        )
-    else:
-        build_application(app, config)
+    build_app(app, config, synth_context=changed_settings(defaults, merged))
     app.synth()
     # The mesh as synthesized: `make diff` compares the next config against it (meshdiff).
     write_summary(Path(app.outdir) / SUMMARY_FILE, summarize_config(config))

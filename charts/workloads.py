@@ -16,7 +16,7 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
-from config.topology import Gateway, Service, Topology, VirtualService
+from config.topology import Gateway, Service, Topology, VirtualService, backend_env_name
 
 from . import appmesh, certificates
 
@@ -136,11 +136,6 @@ def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
 
 def _tmp_volume(chart: Construct, kplus: ModuleType) -> Any:
     return kplus.Volume.from_empty_dir(chart, "tmp-volume", "tmp", size_limit=cdk8s.Size.mebibytes(64))
-
-
-def backend_env_name(virtual_service: str) -> str:
-    """`nodejs` -> `NODEJS_URL`: how a service finds a backend (services/ read these)."""
-    return virtual_service.upper().replace("-", "_") + "_URL"
 
 
 def service_chart(

@@ -144,6 +144,12 @@ class Topology:
         return {vs.name: {target: weight for route in vs.routes for target, weight in route.targets} for vs in self.virtual_services}
 
 
+def backend_env_name(virtual_service: str) -> str:
+    """`nodejs` -> `NODEJS_URL`: the variable a service reads for a backend's URL (services/
+    read these; the charts and the local mesh set them)."""
+    return virtual_service.upper().replace("-", "_") + "_URL"
+
+
 # --------------------------------------------------------------------------------------------
 # Parsing and validation
 

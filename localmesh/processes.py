@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -184,6 +184,23 @@ SERVICE_KINDS: dict[str, ServiceKind] = {
 }
 
 
+def terminate(process: subprocess.Popen[str] | None, readers: Sequence[threading.Thread], grace: float) -> int | None:
+    """Stop a child the way Kubernetes stops a pod: SIGTERM, ``grace`` seconds, then SIGKILL;
+    then let the threads that read its output finish."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    for reader in readers:
+        reader.join(timeout=2)
+    return process.returncode
+
+
 class ManagedProcess:
     """One service process: started healthy, logs captured, stopped cleanly.
 
@@ -262,19 +279,7 @@ class ManagedProcess:
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit
         code (negative for a signal, as in subprocess)."""
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        for reader in self._readers:
-            reader.join(timeout=2)
-        return process.returncode
+        return terminate(self.process, self._readers, grace)
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         """Send a signal without waiting (to test graceful shutdown)."""

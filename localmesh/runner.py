@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ if str(REPO_ROOT) not in sys.path:
 import yaml  # noqa: E402
 
 from config import AppConfig, build_config, merge_layers  # noqa: E402
-from config.topology import Service, Topology  # noqa: E402
+from config.topology import Service, Topology, backend_env_name  # noqa: E402
 from localmesh.certs import generate_mesh_certificates  # noqa: E402
 from localmesh.envoy import (  # noqa: E402
     LocalPorts,
@@ -60,7 +59,7 @@ from localmesh.envoy import (  # noqa: E402
     render_inbound_config,
     terminates_mesh_tls,
 )
-from localmesh.processes import SERVICE_KINDS, ManagedProcess, ServiceError, http_get, wait_http_ok  # noqa: E402
+from localmesh.processes import SERVICE_KINDS, ManagedProcess, ServiceError, http_get, terminate, wait_http_ok  # noqa: E402
 
 # How the egress client (the frontend) reaches its backends through Envoy:
 # "upstreams": `<BACKEND>_URL=http://127.0.0.1:<upstream listener>`, one listener per backend
@@ -107,11 +106,6 @@ def validate_envoy_config(path: Path, timeout: float = 30.0) -> subprocess.Compl
         timeout=timeout,
         check=False,
     )
-
-
-def backend_env_name(virtual_service: str) -> str:
-    """`nodejs` -> `NODEJS_URL`: the variable the frontend reads for a backend's URL."""
-    return virtual_service.upper().replace("-", "_") + "_URL"
 
 
 class EnvoyProcess:
@@ -186,19 +180,7 @@ class EnvoyProcess:
         return self
 
     def stop(self, grace: float = 10.0) -> int | None:
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        for reader in self._readers:
-            reader.join(timeout=2)
-        return process.returncode
+        return terminate(self.process, self._readers, grace)
 
     def stderr_tail(self) -> str:
         return "".join(self._stderr_tail)

@@ -58,7 +58,6 @@ def synthesize(
     import aws_cdk as cdk
 
     from config import build_config, merge_layers
-    from stacks.application import build_application
 
     defaults = cdk_json_context()
     context = {**defaults, **(overrides or {})}
@@ -69,21 +68,10 @@ def synthesize(
         cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     merged = merge_layers(defaults, context, PROJECT_ROOT)
     config = build_config(merged, environ or {})
-    application: Any
-    if config.pipeline:
-        from config.settings import changed_settings
-        from stacks.pipeline import PipelineStack
+    from config.settings import changed_settings
+    from stacks.entry import build_app
 
-        application = PipelineStack(
-            app,
-            f"{config.stack_prefix}-Pipeline",
-            config=config,
-            pipeline=config.pipeline,
-            synth_context=changed_settings(defaults, merged),
-            env=cdk.Environment(account=config.account, region=config.region),
-        )
-    else:
-        application = build_application(app, config)
+    application = build_app(app, config, synth_context=changed_settings(defaults, merged))
     error = None
     try:
         app.synth()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from config.topology import Topology, parse_topology
+from config.topology import Topology, backend_env_name, parse_topology
 from localmesh.certs import generate_mesh_certificates
 from localmesh.envoy import (
     LocalPorts,
@@ -23,7 +23,7 @@ from localmesh.envoy import (
     render_inbound_config,
     retry_on,
 )
-from localmesh.runner import REPO_ROOT, LocalMesh, backend_env_name, load_config, validate_envoy_config
+from localmesh.runner import REPO_ROOT, LocalMesh, load_config, validate_envoy_config
 
 ZONE = "appmeshworkshop.hosted.local"
 TLS_DIR = "/certs"
