@@ -130,6 +130,19 @@ CHECKOV_GATEWAY = {
 }
 
 
+def nlb_annotations(scheme: str) -> dict[str, str]:
+    """An NLB with the given scheme, understood by both provisioners: the AWS Load Balancer
+    Controller reads `...-scheme`, EKS's built-in service controller reads `...-internal` (and
+    without it would make an internal gateway internet-facing)."""
+    annotations = {
+        "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": scheme,
+    }
+    if scheme == "internal":
+        annotations["service.beta.kubernetes.io/aws-load-balancer-internal"] = "true"
+    return annotations
+
+
 def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
     return {f"checkov.io/skip{index}": f"{check}={reason}" for index, (check, reason) in enumerate(sorted(skips.items()), start=1)}
 
@@ -220,12 +233,7 @@ def service_chart(
         "internal": kplus.ServiceType.LOAD_BALANCER,
         "external": kplus.ServiceType.LOAD_BALANCER,
     }
-    annotations = {}
-    if service.exposure != "none":
-        annotations["service.beta.kubernetes.io/aws-load-balancer-type"] = "nlb"
-        annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] = (
-            "internet-facing" if service.exposure == "external" else "internal"
-        )
+    annotations = nlb_annotations("internet-facing" if service.exposure == "external" else "internal") if service.exposure != "none" else {}
     kplus.Service(
         chart,
         "service",
@@ -321,10 +329,7 @@ def gateway_chart(gateway: Gateway, topology: Topology, names: MeshNames, *, rol
         metadata=cdk8s.ApiObjectMetadata(
             name=gateway.name,
             labels=labels,
-            annotations={
-                "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
-                "service.beta.kubernetes.io/aws-load-balancer-scheme": gateway.scheme,
-            },
+            annotations=nlb_annotations(gateway.scheme),
         ),
         type=kplus.ServiceType.LOAD_BALANCER,
         selector=deployment,

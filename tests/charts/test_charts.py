@@ -307,6 +307,7 @@ def test_ingress_gateway_and_its_route(objects: list[dict[str, Any]]) -> None:
     assert service["metadata"]["annotations"] == {
         "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
+        "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
     }
 
 
