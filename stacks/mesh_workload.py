@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import Annotations, CfnOutput, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
@@ -39,6 +39,12 @@ class MeshServicesStack(Stack):
         self.manifests: dict[str, eks.KubernetesManifest] = {}
         self.images = {}
         for service in services:
+            if "0.0.0.0/0" in service.source_cidrs:
+                Annotations.of(self).add_warning_v2(
+                    f"appmesh-eks:open-to-internet-{service.name}",
+                    f"{service.name} is exposed to 0.0.0.0/0 (the workshop's default, to open it in a browser); "
+                    f"limit it with topology.services.{service.name}.source_cidrs",
+                )
             role = MeshWorkloadRole(
                 self,
                 f"Role-{service.name}",

@@ -30,6 +30,7 @@ _FETCH_CRDS = (
     f"curl -fsSL {CHART_REPOSITORY}/{CHART}-{CHART_VERSION}.tgz | tar -xzO {CHART}/crds/crds.yaml "
     "> ../shared/schemas/appmesh-controller-crds.yaml"
 )
+SYNTH_IMAGE = "public.ecr.aws/docker/library/python:3.11.7-bookworm"
 # Start the in-VPC smoke-test project of the stage just deployed and fail unless it succeeds.
 _RUN_SMOKE_TEST = [
     'BUILD_ID=$(aws codebuild start-build --project-name "$SMOKE_TEST_PROJECT" --query build.id --output text)',
@@ -79,8 +80,10 @@ class PipelineStack(Stack):
             "Pipeline",
             synth=synth,
             synth_code_build_defaults=pipelines.CodeBuildOptions(
+                # The Debian release and Python the project is developed and tested on: `make
+                # test` installs Ruby and Crystal from Debian's packages.
                 build_environment=codebuild.BuildEnvironment(
-                    build_image=codebuild.LinuxBuildImage.STANDARD_7_0, compute_type=codebuild.ComputeType.LARGE
+                    build_image=codebuild.LinuxBuildImage.from_docker_registry(SYNTH_IMAGE), compute_type=codebuild.ComputeType.LARGE
                 )
             ),
             # Image assets are built by the asset-publishing steps, which need Docker.
@@ -167,6 +170,13 @@ class PipelineStack(Stack):
             "(cdk-*-role) to publish assets; the smoke-test step starts the stage's project, whose "
             "name is only known after the stage deploys.",
             *findings,
+        )
+        acknowledge(
+            self.pipeline,
+            "The synth step runs `make test`, which installs Ruby and Crystal from Debian's "
+            "packages; the official Python image on Debian bookworm (pinned, from ECR Public) is the "
+            "platform the project is developed and tested on, which CodeBuild's Ubuntu images are not.",
+            "CB5",
         )
         acknowledge(
             self.pipeline,

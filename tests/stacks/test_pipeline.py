@@ -63,6 +63,7 @@ def test_synth_step_runs_the_tests_then_synthesizes_with_the_same_settings(pipel
     for key, value in PIPELINE.items():
         assert f"{key}={value}" in commands[1]
     assert "appmesh-controller-1.13.3.tgz" in " ".join(spec["phases"]["install"]["commands"])
+    assert synth["Environment"]["Image"] == "public.ecr.aws/docker/library/python:3.11.7-bookworm"
 
 
 def _actions(template: dict[str, Any], stage: str) -> list[dict[str, Any]]:

@@ -140,3 +140,11 @@ def test_workloads_wait_for_the_mesh_ca(application: Any) -> None:
         "AppMesh-MeshPlatform/Cluster/Mesh",
         "AppMesh-MeshPlatform/Cluster/MeshCa",
     ]
+
+
+def test_a_service_open_to_the_internet_is_flagged_at_synth(application: Any) -> None:
+    from aws_cdk.assertions import Annotations, Match
+
+    (services,) = application.services
+    warnings = Annotations.from_stack(services).find_warning("*", Match.string_like_regexp("frontend is exposed to 0.0.0.0/0"))
+    assert len(warnings) == 1
