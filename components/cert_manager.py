@@ -15,6 +15,10 @@ NAMESPACE = "cert-manager"
 class CertManager(Construct):
     def __init__(self, scope: Construct, id: str, *, cluster: eks.ICluster) -> None:
         super().__init__(scope, id)
+        # Owned here rather than created by Helm, so `cdk destroy` removes it too.
+        self.namespace = eks.KubernetesManifest(
+            self, "Namespace", cluster=cluster, manifest=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
+        )
         self.release = eks.HelmChart(
             self,
             "Release",
@@ -24,9 +28,10 @@ class CertManager(Construct):
             version=CHART_VERSION,
             release=CHART,
             namespace=NAMESPACE,
-            create_namespace=True,
+            create_namespace=False,
             # Its webhook must answer before any Certificate or Issuer can be created.
             wait=True,
             timeout=Duration.minutes(10),
             values={"crds": {"enabled": True, "keep": False}},
         )
+        self.release.node.add_dependency(self.namespace)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from .irsa import IrsaRole
 from .log_groups import log_group
-from .nag import acknowledge, wildcard_resource
+from .nag import acknowledge, managed_policy
 
 ADDON = "amazon-cloudwatch-observability"
 AGENT_NAMESPACE = "amazon-cloudwatch"
@@ -17,46 +16,27 @@ AGENT_SERVICE_ACCOUNT = "cloudwatch-agent"
 # Log groups the add-on's Fluent Bit and agent write to; created here first so that retention
 # is ours (the add-on would create them with no expiry).
 LOG_GROUPS = ("application", "dataplane", "host", "performance")
+MANAGED_POLICIES = ("CloudWatchAgentServerPolicy", "AWSXrayWriteOnlyAccess")
 
 
 class ContainerLogs(Construct):
     def __init__(self, scope: Construct, id: str, *, cluster: eks.ICluster, cluster_name: str, retention_days: int) -> None:
         super().__init__(scope, id)
-        stack = Stack.of(self)
         prefix = f"/aws/containerinsights/{cluster_name}"
         self.log_groups = [log_group(self, f"Logs-{name}", name=f"{prefix}/{name}", days=retention_days) for name in LOG_GROUPS]
         self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=AGENT_NAMESPACE, service_account=AGENT_SERVICE_ACCOUNT)
-        log_group_arn = stack.format_arn(
-            service="logs", resource="log-group", resource_name=f"{prefix}/*", arn_format=ArnFormat.COLON_RESOURCE_NAME
-        )
-        for statement in (
-            iam.PolicyStatement(
-                sid="WriteContainerLogs",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[log_group_arn, f"{log_group_arn}:log-stream:*"],
-            ),
-            iam.PolicyStatement(
-                sid="AgentDiscovery",
-                actions=[
-                    "logs:DescribeLogGroups",
-                    "cloudwatch:PutMetricData",
-                    "ec2:DescribeTags",
-                    "ec2:DescribeVolumes",
-                    "ec2:DescribeInstances",
-                ],
-                resources=["*"],
-            ),
-        ):
-            self.irsa.add_to_policy(statement)
+        # The policies AWS documents for this add-on's IRSA role: the CloudWatch agent and
+        # Fluent Bit (Container Insights, and Application Signals, which the add-on enables by
+        # default and which creates its own log groups) and the X-Ray writes Application Signals
+        # makes. A narrower hand-written policy breaks whenever the add-on adds a feature.
+        for name in MANAGED_POLICIES:
+            self.irsa.role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name(name))
         acknowledge(
             self.irsa.role,
-            "Log writes are limited to this cluster's Container Insights log groups and their "
-            "streams (named per node and pod at run time); "
-            "DescribeLogGroups, PutMetricData and the EC2 Describe calls the agent uses to label "
-            "metrics support no resource-level permissions.",
-            wildcard_resource(stack, log_group_arn),
-            wildcard_resource(stack, f"{log_group_arn}:log-stream:*"),
-            "IAM5[Resource::*]",
+            "The AWS managed policies documented for the amazon-cloudwatch-observability add-on "
+            "(agent server, X-Ray write-only); neither is a FullAccess policy, and the role is "
+            "trusted only by the add-on's service account.",
+            *(managed_policy(name) for name in MANAGED_POLICIES),
         )
         self.addon = eks.CfnAddon(
             self,

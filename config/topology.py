@@ -58,6 +58,9 @@ class Service:
     protocol: Literal["http"] = "http"
     replicas: int = 2
     health_path: str = "/health"
+    # The app answers its health check on this second port too, which Envoy does not intercept:
+    # kubelet probes have no mesh certificate and would be refused by an mTLS listener.
+    health_port: int = 3001
     backends: tuple[str, ...] = ()
     exposure: Exposure = "none"
     source_cidrs: tuple[str, ...] = ()
@@ -231,6 +234,7 @@ _SERVICE_KEYS = {
     "protocol",
     "replicas",
     "health_path",
+    "health_port",
     "backends",
     "exposure",
     "source_cidrs",
@@ -287,6 +291,10 @@ def _parse_service(key: str, name: str, spec: Any) -> Service:
         raise ConfigError(f"{key}.protocol", protocol, "only http is supported by the services and the gateway")
     health_path = spec.get("health_path", "/health")
     check_prefix(f"{key}.health_path", health_path)
+    port = check_int(f"{key}.port", spec.get("port", 3000), 1, 65535)
+    health_port = check_int(f"{key}.health_port", spec.get("health_port", port + 1 if port < 65535 else port - 1), 1, 65535)
+    if health_port == port:
+        raise ConfigError(f"{key}.health_port", health_port, f"must differ from port ({port}): probes must bypass Envoy's listener")
     exposure = spec.get("exposure", "none")
     if exposure not in EXPOSURES:
         raise ConfigError(f"{key}.exposure", exposure, f"must be one of {', '.join(EXPOSURES)}")
@@ -307,10 +315,11 @@ def _parse_service(key: str, name: str, spec: Any) -> Service:
     return Service(
         name=name,
         source=source,
-        port=check_int(f"{key}.port", spec.get("port", 3000), 1, 65535),
+        port=port,
         protocol="http",
         replicas=check_int(f"{key}.replicas", spec.get("replicas", 2), 1, 100),
         health_path=health_path,
+        health_port=health_port,
         backends=backends,
         exposure=exposure,
         source_cidrs=cidrs,

@@ -8,6 +8,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
+from charts.appmesh import app_mesh_name
 from charts.workloads import MeshNames, gateway_chart, routing_chart, service_chart
 from components.discovery import ServiceDiscovery
 from components.mesh_workload import MAX_MANIFEST_BYTES, MeshWorkloadRole, attach_chart, chunk_by_size, imported_cluster, service_image
@@ -52,7 +53,7 @@ class MeshServicesStack(Stack):
                 namespace=mesh.namespace,
                 service_account=service.name,
                 mesh_name=mesh.mesh_name,
-                mesh_resource=f"virtualNode/{service.virtual_node}_{mesh.namespace}",
+                mesh_resource=f"virtualNode/{app_mesh_name(service.virtual_node, mesh.namespace)}",
             )
             image = service_image(self, service)
             self.images[service.name] = image
@@ -111,7 +112,7 @@ class MeshRoutingStack(Stack):
                 namespace=mesh.namespace,
                 service_account=gateway.name,
                 mesh_name=mesh.mesh_name,
-                mesh_resource=f"virtualGateway/{gateway.name}_{mesh.namespace}",
+                mesh_resource=f"virtualGateway/{app_mesh_name(gateway.name, mesh.namespace)}",
             )
             chart = gateway_chart(gateway, topology, names, role_arn=role.role.role_arn, kplus=config.cluster.kubernetes.cdk8s_plus())
             # Gateway routes target virtual services: created after them, deleted before them.
@@ -132,7 +133,8 @@ class MeshRoutingStack(Stack):
             self,
             "SmokeTest",
             vpc=vpc,
-            gateway_url=self.urls.get("gateway", ""),
+            gateway_url=self.urls.get("gateway"),
+            gateway_prefixes=[route.prefix for route in topology.gateway.routes] if topology.gateway else [],
             frontend_url=self.urls.get("frontend"),
             log_retention_days=config.cluster.log_retention_days,
         )

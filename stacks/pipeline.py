@@ -17,19 +17,11 @@ from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from components.appmesh_controller import CHART, CHART_REPOSITORY, CHART_VERSION
 from components.nag import acknowledge, rendered, wildcard_resource
 from config.settings import AppConfig, PipelineConfig
 
 from .application import Application, build_application
 
-# The pipeline's synth runs `make test`, whose chart tests read the controller's CRDs from
-# ../shared/schemas; the pipeline fetches the same file from the pinned chart instead.
-_FETCH_CRDS = (
-    "mkdir -p ../shared/schemas && "
-    f"curl -fsSL {CHART_REPOSITORY}/{CHART}-{CHART_VERSION}.tgz | tar -xzO {CHART}/crds/crds.yaml "
-    "> ../shared/schemas/appmesh-controller-crds.yaml"
-)
 SYNTH_IMAGE = "public.ecr.aws/docker/library/python:3.11.7-bookworm"
 # Start the in-VPC smoke-test project of the stage just deployed and fail unless it succeeds.
 _RUN_SMOKE_TEST = [
@@ -71,7 +63,6 @@ class PipelineStack(Stack):
         synth = pipelines.ShellStep(
             "Synth",
             input=source,
-            install_commands=[_FETCH_CRDS],
             commands=["make test", f"make synth CDK_ARGS={shlex.quote(cdk_args)}"],
             primary_output_directory="cdk.out",
         )
@@ -86,8 +77,6 @@ class PipelineStack(Stack):
                     build_image=codebuild.LinuxBuildImage.from_docker_registry(SYNTH_IMAGE), compute_type=codebuild.ComputeType.LARGE
                 )
             ),
-            # Image assets are built by the asset-publishing steps, which need Docker.
-            docker_enabled_for_self_mutation=True,
             enable_key_rotation=True,
             cross_account_keys=True,
         )
@@ -106,7 +95,12 @@ class PipelineStack(Stack):
                 role_policy_statements=[
                     iam.PolicyStatement(
                         actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
-                        resources=[self.format_arn(service="codebuild", resource="project", resource_name="*")],
+                        # The stage's project by its fixed name (a token from the stage cannot cross into the pipeline stack).
+                        resources=[
+                            self.format_arn(
+                                service="codebuild", resource="project", resource_name=f"{stage.application.routing.stack_name}-smoke-test"
+                            )
+                        ],
                     )
                 ],
             )
@@ -138,8 +132,6 @@ class PipelineStack(Stack):
                 ),
             ),
             wildcard_resource(self, self.format_arn(service="codebuild", resource="report-group", resource_name="*")),
-            # The smoke-test step may start the project the stage creates (its name is a token).
-            wildcard_resource(self, self.format_arn(service="codebuild", resource="project", resource_name="*")),
             f"IAM5[Resource::arn:*:iam::{rendered(self, self.account)}:role/*]",
             # Self-mutation reads CloudFormation stacks, asset roles get ECR auth tokens: APIs
             # without resource-level permissions.
@@ -167,8 +159,7 @@ class PipelineStack(Stack):
             "CDK Pipelines' own roles: CodePipeline and CodeBuild grant themselves object-level "
             "wildcards on the pipeline's artifact bucket and KMS key, write their default log and "
             "report groups (named after each project), and assume the bootstrap roles "
-            "(cdk-*-role) to publish assets; the smoke-test step starts the stage's project, whose "
-            "name is only known after the stage deploys.",
+            "(cdk-*-role) to publish assets.",
             *findings,
         )
         acknowledge(

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import SHARED_SCHEMAS
 from tests.unit.test_settings import config_with
 
 IMAGE = "123456789012.dkr.ecr.us-west-1.amazonaws.com/app:test"
@@ -48,8 +47,10 @@ def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> openAPIV3Schema, read from ../shared/schemas (never copied here)."""
-    path = SHARED_SCHEMAS / "appmesh-controller-crds.yaml"
-    assert path.exists(), f"{path} is missing: the CRD schemas come from ../shared"
+    from scripts.fetch_crds import crds_path
+
+    path = crds_path()
+    assert path.exists(), f"{path} is missing: the CRDs come from ../shared/schemas, or `make schemas` fetches them"
     schemas = {}
     for document in yaml.safe_load_all(path.read_text()):
         if not document or document.get("kind") != "CustomResourceDefinition":

@@ -161,11 +161,17 @@ def test_each_workload_gets_a_certificate_for_the_names_its_clients_match(object
     assert certificate["metadata"]["namespace"] == "lab-appmesh"
     assert certificate["spec"]["secretName"] == "nodejsv2-tls"
     # nodejsv2 serves the nodejs virtual service: clients match that name.
-    assert certificate["spec"]["dnsNames"] == ["nodejs.appmeshworkshop.hosted.local", "nodejsv2.appmeshworkshop.hosted.local"]
+    assert certificate["spec"]["dnsNames"] == [
+        "nodejs.appmeshworkshop.hosted.local",
+        "nodejsv2.appmeshworkshop.hosted.local",
+        # App Mesh matches the Cloud Map name when discovery is Cloud Map.
+        "nodejsv2.appmesh.pvt.local",
+    ]
+    assert certificate["spec"]["duration"] == "8760h" and certificate["spec"]["renewBefore"] == "720h"
     assert certificate["spec"]["issuerRef"] == {"name": "app-mesh-ca", "kind": "Issuer", "group": "cert-manager.io"}
     assert set(certificate["spec"]["usages"]) >= {"server auth", "client auth"}
     pod = find(objects, "Deployment", "nodejsv2-app")["spec"]["template"]
-    assert pod["metadata"]["annotations"] == {"appmesh.k8s.aws/secretMounts": "nodejsv2-tls:/certs/"}
+    assert pod["metadata"]["annotations"] == {"appmesh.k8s.aws/ports": "3000", "appmesh.k8s.aws/secretMounts": "nodejsv2-tls:/certs/"}
 
 
 def test_gateway_presents_its_certificate_to_the_services(objects: list[dict[str, Any]]) -> None:
@@ -232,11 +238,27 @@ def test_workloads_are_hardened(objects: list[dict[str, Any]], name: str) -> Non
     assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": labels}}
 
 
-def test_app_containers_have_probes(objects: list[dict[str, Any]]) -> None:
-    for name in ("frontend-app", "nodejs-app", "nodejsv2-app", "crystal-app"):
-        (container,) = find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"]
-        assert container["readinessProbe"]["httpGet"]["path"] == "/health"
-        assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+@pytest.mark.parametrize("name", ["frontend", "nodejs", "nodejsv2", "crystal"])
+def test_probes_reach_the_app_on_its_health_port_around_envoy(objects: list[dict[str, Any]], name: str) -> None:
+    """Envoy intercepts only the app port, whose mTLS listener would refuse the kubelet."""
+    pod = find(objects, "Deployment", f"{name}-app")["spec"]["template"]
+    assert pod["metadata"]["annotations"]["appmesh.k8s.aws/ports"] == "3000"
+    (container,) = pod["spec"]["containers"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+        assert container[probe]["httpGet"]["port"] == 3001, probe
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["PORT"], env["HEALTH_PORT"]) == ("3000", "3001")
+    listener = find(objects, "VirtualNode", f"{name}-app")["spec"]["listeners"][0]
+    assert listener["portMapping"]["port"] == 3000
+
+
+@pytest.mark.parametrize("name", ["frontend", "nodejs", "crystal"])
+def test_the_virtual_node_and_certificate_are_applied_before_the_deployment(rendered: dict[str, list[dict[str, Any]]], name: str) -> None:
+    kinds = [o["kind"] for o in rendered[f"service-{name}"]]
+    assert kinds.index("VirtualNode") < kinds.index("Deployment")
+    assert kinds.index("Certificate") < kinds.index("Deployment")
+    assert kinds.index("ServiceAccount") < kinds.index("Deployment")
 
 
 def test_dns_discovery_mode() -> None:

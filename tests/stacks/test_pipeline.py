@@ -62,7 +62,6 @@ def test_synth_step_runs_the_tests_then_synthesizes_with_the_same_settings(pipel
     assert commands[1].startswith("make synth CDK_ARGS=")
     for key, value in PIPELINE.items():
         assert f"{key}={value}" in commands[1]
-    assert "appmesh-controller-1.13.3.tgz" in " ".join(spec["phases"]["install"]["commands"])
     assert synth["Environment"]["Image"] == "public.ecr.aws/docker/library/python:3.11.7-bookworm"
 
 

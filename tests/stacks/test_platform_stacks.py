@@ -298,8 +298,9 @@ def test_container_logs_add_on_has_its_own_irsa_and_log_retention(default_synth:
         template.has_resource_properties(
             "AWS::Logs::LogGroup", {"LogGroupName": f"/aws/containerinsights/app-mesh/{group}", "RetentionInDays": 30}
         )
-    write = _statement(template, "WriteContainerLogs")
-    assert ":log-group:/aws/containerinsights/app-mesh/*" in json.dumps(write["Resource"])
+    (role,) = [r for name, r in template.find_resources("AWS::IAM::Role").items() if name.startswith("ContainerLogsIdentityRole")]
+    attached = json.dumps(role["Properties"]["ManagedPolicyArns"])
+    assert "policy/CloudWatchAgentServerPolicy" in attached and "policy/AWSXrayWriteOnlyAccess" in attached
 
 
 def test_app_mesh_end_of_support_is_announced_at_synth(application: Any) -> None:

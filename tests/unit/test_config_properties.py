@@ -74,6 +74,9 @@ def mutated_contexts(draw: st.DrawFn) -> dict[str, Any]:
     return context
 
 
+_OUTCOMES = {"built": 0, "refused": 0}
+
+
 def _build(context: dict[str, Any]) -> Any:
     return build_config(merge_layers(DEFAULTS, context), {})
 
@@ -88,11 +91,21 @@ def _build(context: dict[str, Any]) -> Any:
 def test_every_config_builds_or_fails_with_one_clean_line(context: dict[str, Any]) -> None:
     try:
         _build(context)
+        _OUTCOMES["built"] += 1
     except ConfigError as error:
+        _OUTCOMES["refused"] += 1
         message = str(error)
         assert message.startswith("config error: ")
         assert "\n" not in message
         assert message.startswith((f"config error: {error.key}=", f"config error: {error.key!r}="))
+
+
+def test_the_mutations_exercise_both_outcomes() -> None:
+    """The property above must not pass by refusing everything (or by mutating nothing)."""
+    if sum(_OUTCOMES.values()) == 0:
+        test_every_config_builds_or_fails_with_one_clean_line()
+    assert _OUTCOMES["built"] >= 10, _OUTCOMES  # 25 of 400 with the derandomized examples
+    assert _OUTCOMES["refused"] >= 0.3 * sum(_OUTCOMES.values()), _OUTCOMES
 
 
 VALID_VARIATIONS = st.fixed_dictionaries(

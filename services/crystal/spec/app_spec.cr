@@ -17,6 +17,26 @@ def with_service(env : Hash(String, String) = {} of String => String, &)
   end
 end
 
+# src/main.cr built once (unoptimised) for the tests of the real process.
+MAIN_BINARY = begin
+  dir = File.tempname("crystal-app-spec")
+  Dir.mkdir_p(dir)
+  binary = File.join(dir, "crystal-app")
+  output = IO::Memory.new
+  status = Process.run("crystal", ["build", "--no-color", "src/main.cr", "-o", binary],
+    chdir: File.join(__DIR__, ".."), output: output, error: output)
+  raise "crystal build failed: #{output}" unless status.success?
+  Spec.after_suite { File.delete?(binary); Dir.delete(dir) if Dir.exists?(dir) }
+  binary
+end
+
+def free_port : Int32
+  server = TCPServer.new("127.0.0.1", 0)
+  port = server.local_address.port
+  server.close
+  port
+end
+
 def log_lines(log : IO::Memory) : Array(JSON::Any)
   log.to_s.lines.map { |line| JSON.parse(line) }
 end
@@ -135,5 +155,96 @@ describe CrystalApp do
     CrystalApp.trace_id(HTTP::Headers{"traceparent" => "00-abc-def-01"}).should eq "abc"
     CrystalApp.trace_id(HTTP::Headers{"X-Amzn-Trace-Id" => "Self=1;Root=1-2-3"}).should eq "1-2-3"
     CrystalApp.trace_id(HTTP::Headers.new).should be_nil
+  end
+
+  describe "HEALTH_PORT" do
+    it "is nil when unset or empty, read when a port, refused when junk or equal to PORT" do
+      CrystalApp::Config.from_env({} of String => String).health_port.should be_nil
+      CrystalApp::Config.from_env({"HEALTH_PORT" => ""}).health_port.should be_nil
+      CrystalApp::Config.from_env({"HEALTH_PORT" => "3001"}).health_port.should eq 3001
+      expect_raises(CrystalApp::ConfigError, "HEALTH_PORT (3000) must differ from PORT (3000)") do
+        CrystalApp::Config.from_env({"HEALTH_PORT" => "3000"})
+      end
+      expect_raises(CrystalApp::ConfigError, /must differ from PORT/) do
+        CrystalApp::Config.from_env({"PORT" => "8080", "HEALTH_PORT" => "8080"})
+      end
+      {"abc", "0", "70000", "30x"}.each do |bad|
+        expect_raises(CrystalApp::ConfigError) { CrystalApp::Config.from_env({"HEALTH_PORT" => bad}) }
+      end
+    end
+
+    it "serves /health only on the health listener, never the application" do
+      log = IO::Memory.new
+      service = CrystalApp::Service.new(CrystalApp::Config.from_env({"HEALTH_PORT" => "3001"}), log)
+      port = service.bind("127.0.0.1", 0).port
+      health_port = service.bind_health("127.0.0.1", 0).port
+      spawn { service.listen }
+      Fiber.yield
+      health = HTTP::Client.new("127.0.0.1", health_port)
+      begin
+        response = health.get("/health")
+        response.status_code.should eq 200
+        JSON.parse(response.body).should eq JSON.parse(%({"status":"ok"}))
+        health.head("/health").status_code.should eq 200
+        health.post("/health").status_code.should eq 405
+        {"/", "/crystal", "/nope", "/crystal?x=1"}.each do |path|
+          other = health.get(path)
+          other.status_code.should eq 404
+          JSON.parse(other.body)["error"].should eq "not found"
+        end
+        log.to_s.should be_empty # probes are not logged
+        HTTP::Client.get("http://127.0.0.1:#{port}/crystal").status_code.should eq 200
+        log_lines(log).size.should eq 1
+      ensure
+        health.close
+      end
+      service.drain(1.second).should be_true
+      expect_raises(Socket::ConnectError) { HTTP::Client.get("http://127.0.0.1:#{health_port}/health") }
+      expect_raises(Socket::ConnectError) { HTTP::Client.get("http://127.0.0.1:#{port}/health") }
+    end
+
+    it "is refused at startup when equal to PORT" do
+      port = free_port
+      output = IO::Memory.new
+      error = IO::Memory.new
+      status = Process.run(MAIN_BINARY, env: {"PORT" => port.to_s, "HEALTH_PORT" => port.to_s, "BIND_ADDRESS" => "127.0.0.1"},
+        output: output, error: error)
+      status.success?.should be_false
+      status.exit_code.should eq CrystalApp::EXIT_CONFIG_ERROR
+      output.to_s.should be_empty # nothing listened
+      line = JSON.parse(error.to_s.lines.first)
+      line["event"].should eq "config_error"
+      line["error"].as_s.should contain "must differ from PORT"
+    end
+
+    it "runs a second listener in the real process and closes it on SIGTERM" do
+      port = free_port
+      health_port = free_port
+      while health_port == port
+        health_port = free_port
+      end
+      output = IO::Memory.new
+      process = Process.new(MAIN_BINARY, env: {"PORT" => port.to_s, "HEALTH_PORT" => health_port.to_s, "BIND_ADDRESS" => "127.0.0.1"},
+        output: output, error: Process::Redirect::Inherit)
+      begin
+        deadline = Time.monotonic + 10.seconds
+        until output.to_s.lines.count(&.includes?(%("event":"listening"))) >= 2
+          raise "not listening: #{output}" if Time.monotonic > deadline || process.terminated?
+          sleep 20.milliseconds
+        end
+        HTTP::Client.get("http://127.0.0.1:#{health_port}/health").status_code.should eq 200
+        HTTP::Client.get("http://127.0.0.1:#{health_port}/").status_code.should eq 404
+        HTTP::Client.get("http://127.0.0.1:#{health_port}/crystal").status_code.should eq 404
+        HTTP::Client.get("http://127.0.0.1:#{port}/crystal").status_code.should eq 200
+        process.signal(Signal::TERM)
+        process.wait.exit_code.should eq 0
+        expect_raises(Socket::ConnectError) { HTTP::Client.get("http://127.0.0.1:#{health_port}/health") }
+        events = output.to_s.lines.map { |line| JSON.parse(line) }
+        events.any? { |e| e["listener"]? == "health" && e["port"]? == health_port }.should be_true
+        events.none? { |e| e["path"]? == "/health" }.should be_true
+      ensure
+        process.signal(Signal::KILL) unless process.terminated?
+      end
+    end
   end
 end

@@ -2,7 +2,13 @@
 const { test, describe, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('node:http');
-const { configFromEnv, createServer, drain, traceIdOf } = require('../server.js');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+const {
+  ConfigError, configFromEnv, createHealthServer, createServer, drain, drainAll, traceIdOf,
+} = require('../server.js');
+
+const SERVER_JS = path.join(__dirname, '..', 'server.js');
 
 /** Starts a server on an ephemeral loopback port; returns {url, logs, server}. */
 async function start(env) {
@@ -161,4 +167,114 @@ describe('FAIL_EVERY', () => {
 test('traceIdOf falls back to traceparent, then null', () => {
   assert.equal(traceIdOf({ traceparent: '00-abc-def-01' }), 'abc');
   assert.equal(traceIdOf({}), null);
+});
+
+describe('HEALTH_PORT', () => {
+  test('unset or empty means no extra listener; a number is read; == PORT or junk is refused', () => {
+    assert.equal(configFromEnv({}).healthPort, null);
+    assert.equal(configFromEnv({ HEALTH_PORT: '' }).healthPort, null);
+    assert.equal(configFromEnv({ HEALTH_PORT: '3001' }).healthPort, 3001);
+    assert.throws(() => configFromEnv({ HEALTH_PORT: '3000' }), ConfigError);
+    assert.throws(() => configFromEnv({ PORT: '8080', HEALTH_PORT: '8080' }), /must differ from PORT/);
+    for (const bad of ['abc', '0', '70000', '30x']) {
+      assert.throws(() => configFromEnv({ HEALTH_PORT: bad }), ConfigError, bad);
+    }
+  });
+
+  test('the health listener serves /health only, never the application', async () => {
+    const health = createHealthServer();
+    await new Promise((resolve) => health.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${health.address().port}`;
+    try {
+      const res = await get(url + '/health');
+      assert.equal(res.status, 200);
+      assert.deepEqual(JSON.parse(res.body), { status: 'ok' });
+      assert.equal((await get(url + '/health', {}, 'HEAD')).status, 200);
+      assert.equal((await get(url + '/health', {}, 'POST')).status, 405);
+      for (const p of ['/', '/?x=1', '/nope', '/health/x']) {
+        const other = await get(url + p);
+        assert.equal(other.status, 404, p);
+        assert.equal(JSON.parse(other.body).error, 'not found');
+      }
+    } finally {
+      await stop(health);
+    }
+  });
+
+  test('drainAll closes both listeners', async () => {
+    const srv = await start({});
+    const health = createHealthServer();
+    await new Promise((resolve) => health.listen(0, '127.0.0.1', resolve));
+    const healthUrl = `http://127.0.0.1:${health.address().port}`;
+    const forced = await new Promise((resolve) => drainAll([srv.server, health], 5000, resolve));
+    assert.equal(forced, false);
+    await assert.rejects(get(srv.url + '/health'), /ECONNREFUSED/);
+    await assert.rejects(get(healthUrl + '/health'), /ECONNREFUSED/);
+  });
+});
+
+/** Runs server.js as a process; resolves when it logs 'listening' for `count` listeners. */
+function spawnServer(env, count) {
+  const child = spawn(process.execPath, [SERVER_JS], {
+    env: { ...process.env, BIND_ADDRESS: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (c) => { out.stdout += c; });
+  child.stderr.on('data', (c) => { out.stderr += c; });
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  const ready = new Promise((resolve, reject) => {
+    const check = () => {
+      const listening = out.stdout.split('\n').filter((l) => l.includes('"event":"listening"'));
+      if (listening.length >= count) resolve();
+    };
+    child.stdout.on('data', check);
+    exited.then((code) => reject(new Error(`exited ${code}: ${out.stderr}`)));
+  });
+  return { child, out, exited, ready };
+}
+
+/** A port free on 127.0.0.1 right now. */
+async function freePort() {
+  const probe = http.createServer();
+  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address();
+  await stop(probe);
+  return port;
+}
+
+describe('HEALTH_PORT in the real process', () => {
+  test('serves /health on HEALTH_PORT, 404 for /, and both close on SIGTERM', async () => {
+    const port = await freePort();
+    let healthPort = await freePort();
+    while (healthPort === port) healthPort = await freePort();
+    const proc = spawnServer({ PORT: String(port), HEALTH_PORT: String(healthPort) }, 2);
+    try {
+      await proc.ready;
+      const health = await get(`http://127.0.0.1:${healthPort}/health`);
+      assert.equal(health.status, 200);
+      assert.deepEqual(JSON.parse(health.body), { status: 'ok' });
+      assert.equal((await get(`http://127.0.0.1:${healthPort}/`)).status, 404);
+      assert.equal((await get(`http://127.0.0.1:${port}/`)).status, 200);
+      proc.child.kill('SIGTERM');
+      assert.equal(await proc.exited, 0);
+      await assert.rejects(get(`http://127.0.0.1:${healthPort}/health`), /ECONNREFUSED/);
+      const logged = proc.out.stdout.trim().split('\n').map((l) => JSON.parse(l));
+      assert.ok(logged.some((l) => l.listener === 'health' && l.port === healthPort), 'health listener announced');
+      assert.ok(!logged.some((l) => l.path === '/health'), 'probe requests are not logged');
+      assert.ok(logged.some((l) => l.path === '/'), 'application requests are logged');
+    } finally {
+      proc.child.kill('SIGKILL');
+    }
+  });
+
+  test('HEALTH_PORT == PORT is refused at startup', async () => {
+    const port = await freePort();
+    const proc = spawnServer({ PORT: String(port), HEALTH_PORT: String(port) }, 1);
+    proc.ready.catch(() => {});
+    const code = await proc.exited;
+    assert.notEqual(code, 0);
+    assert.match(proc.out.stderr, /HEALTH_PORT \(\d+\) must differ from PORT/);
+    assert.equal(proc.out.stdout, '', 'nothing listened');
+  });
 });
