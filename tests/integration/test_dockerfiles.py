@@ -65,4 +65,5 @@ def test_structure(dockerfile: Path) -> None:
     final_user = users[-1].split(":")[0]
     assert final_user.isdigit() and final_user != "0", f"final USER must be a numeric non-root UID, got {users[-1]}"
     assert ("EXPOSE", "3000") in steps
+    assert ("EXPOSE", "3001") in steps, "the HEALTH_PORT listener (probes outside the mesh)"
     assert (dockerfile.parent / ".dockerignore").is_file(), ".dockerignore missing"

@@ -3,6 +3,19 @@
 # Ruby frontend of the App Mesh workshop: asks the Node.js and Crystal
 # backends concurrently and shows their answers, plus a tally of which
 # Node.js version answered lately (so a canary split is visible).
+#
+# Listeners (environment):
+#   PORT=3000            the application (in the mesh, Envoy intercepts this port and
+#                        requires mTLS client certificates)
+#   BIND_ADDRESS=0.0.0.0 the address both listeners bind
+#   HEALTH_PORT=N        optional; unset or empty: no extra listener. When set, a second
+#                        listener on BIND_ADDRESS:N answers only GET/HEAD /health (200, the
+#                        same JSON as /health on PORT) and 404 for every other path, never
+#                        the application routes: the pod annotation
+#                        appmesh.k8s.aws/ports: "3000" keeps Envoy off this port, so kubelet
+#                        probes reach it without a client certificate. It must differ from
+#                        PORT (else the service logs an error and exits 2 at startup). Its
+#                        requests are not logged (probe noise). It closes with PORT on SIGTERM.
 require 'cgi/escape' # just the escaping: the rest of cgi leaves the stdlib in Ruby 3.5
 require 'json'
 require 'net/http'
@@ -17,12 +30,20 @@ module Frontend
   TRACE_HEADERS = { 'x-amzn-trace-id' => 'X-Amzn-Trace-Id', 'traceparent' => 'traceparent',
                     'tracestate' => 'tracestate' }.freeze
   REFRESH_RANGE = (1..300).freeze
+  EXIT_CONFIG_ERROR = 2
 
+  # A setting in the environment the service refuses to start with.
+  class ConfigError < StandardError; end
+
+  # health_port: nil means no health listener.
   Config = Struct.new(:port, :host, :nodejs_url, :crystal_url, :timeout_ms, :window, :pod, :zone,
-                      keyword_init: true) do
+                      :health_port, keyword_init: true) do
+    # Raises ConfigError when HEALTH_PORT is not a port or equals PORT.
     def self.from_env(env = ENV)
+      port = int(env['PORT'], 3000)
       new(
-        port: int(env['PORT'], 3000),
+        port: port,
+        health_port: health_port(env['HEALTH_PORT'], port),
         host: presence(env['BIND_ADDRESS']) || '0.0.0.0',
         nodejs_url: presence(env['NODEJS_URL']) || DEFAULT_NODEJS_URL,
         crystal_url: presence(env['CRYSTAL_URL']) || DEFAULT_CRYSTAL_URL,
@@ -39,6 +60,29 @@ module Frontend
 
     def self.presence(value)
       value.nil? || value.empty? ? nil : value
+    end
+
+    def self.health_port(value, port)
+      raw = value.to_s.strip
+      return nil if raw.empty?
+
+      health_port = raw.match?(/\A\d+\z/) ? raw.to_i : nil
+      unless health_port&.between?(1, 65_535)
+        raise ConfigError, "HEALTH_PORT must be a TCP port (1-65535), got #{value.inspect}"
+      end
+      raise ConfigError, "HEALTH_PORT (#{health_port}) must differ from PORT (#{port})" if health_port == port
+
+      health_port
+    end
+  end
+
+  # The HEALTH_PORT handler: /health and nothing else, so the port that
+  # bypasses the mesh's mTLS never exposes the application.
+  class HealthApp
+    def call(request)
+      return App.json(404, error: 'not found', path: request.path) unless request.path == '/health'
+
+      App.health(request)
     end
   end
 
@@ -146,14 +190,27 @@ module Frontend
       @tally = Tally.new(config.window)
     end
 
+    def self.json(status, data)
+      [status, { 'Content-Type' => 'application/json; charset=utf-8' }, JSON.generate(data)]
+    end
+
+    def self.method_not_allowed
+      [405, { 'Content-Type' => 'application/json', 'Allow' => 'GET, HEAD' },
+       JSON.generate(error: 'method not allowed')]
+    end
+
+    # GET/HEAD /health, on either listener.
+    def self.health(request)
+      return method_not_allowed unless %w[GET HEAD].include?(request.method)
+
+      json(200, status: 'ok')
+    end
+
     # MiniHTTP handler: request -> [status, headers, body]
     def call(request)
       return json(404, error: 'not found', path: request.path) unless %w[/ /json /health].include?(request.path)
-      unless %w[GET HEAD].include?(request.method)
-        return [405, { 'Content-Type' => 'application/json', 'Allow' => 'GET, HEAD' },
-                JSON.generate(error: 'method not allowed')]
-      end
-      return json(200, status: 'ok') if request.path == '/health'
+      return App.health(request) if request.path == '/health'
+      return App.method_not_allowed unless %w[GET HEAD].include?(request.method)
 
       data = gather(request)
       if request.path == '/json'
@@ -213,7 +270,7 @@ module Frontend
     private
 
     def json(status, data)
-      [status, { 'Content-Type' => 'application/json; charset=utf-8' }, JSON.generate(data)]
+      App.json(status, data)
     end
 
     def monotonic

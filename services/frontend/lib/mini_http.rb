@@ -56,12 +56,14 @@ module MiniHTTP
 
     # handler: responds to call(request) -> [status, headers_hash, body_string].
     # log_io: where the per-request JSON lines go (flushed after each line).
-    def initialize(host:, port:, handler:, service: 'frontend', log_io: $stdout)
+    # log_requests: false for a listener whose requests are noise (health probes).
+    def initialize(host:, port:, handler:, service: 'frontend', log_io: $stdout, log_requests: true)
       @tcp = TCPServer.new(host, port)
       @port = @tcp.addr[1]
       @handler = handler
       @service = service
       @log_io = log_io
+      @log_requests = log_requests
       @log_lock = Mutex.new
       @workers = []
       @workers_lock = Mutex.new
@@ -163,7 +165,7 @@ module MiniHTTP
         nil # the client hung up; nothing to answer
       ensure
         socket.close unless socket.closed?
-        log_request(request, status, started) if request || status != 500
+        log_request(request, status, started) if @log_requests && (request || status != 500)
         @workers_lock.synchronize { @workers.delete(Thread.current) }
       end
     end
