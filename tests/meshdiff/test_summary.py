@@ -29,6 +29,7 @@ def test_default_summary() -> None:
         "protocol": "http",
         "replicas": 2,
         "health_path": "/health",
+        "health_port": 3001,
         "backends": ["crystal", "nodejs"],
         "exposure": "external",
         "source_cidrs": ["0.0.0.0/0"],
