@@ -21,7 +21,7 @@ TEMPLATE_LIMIT_BYTES = 1_000_000
 RESOURCE_LIMIT = 500
 
 
-def _timed_synth(build: Any, runs: int = 3) -> float:
+def _timed_synth(build: Any, runs: int = 7) -> float:
     """Median of `runs` warm synths (the first, which starts the jsii runtime, is discarded)."""
     durations = []
     for _ in range(runs + 1):
@@ -76,7 +76,7 @@ def main() -> int:
     from components.mesh_workload import MAX_MANIFEST_BYTES
     from scripts.scale import scale_context
 
-    print("== synth time (warm, median of 3) ==")
+    print("== synth time (warm, median of 7) ==")
     whole = _timed_synth(lambda: _synth_app())
     bare = _timed_synth(_bare_cluster)
     print(f"whole app (default config)       {whole:6.2f} s")
