@@ -6,11 +6,12 @@ repository at the pinned version, but no fixes will follow (see README "App Mesh
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration, Stack
+from aws_cdk import Aws, Stack
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from .helm_addon import HelmPin, owned_namespace, pinned_release
 from .irsa import IrsaRole
 from .nag import acknowledge, checkov_skip, wildcard_resource
 
@@ -19,6 +20,7 @@ CHART_REPOSITORY = "https://aws.github.io/eks-charts"
 # The last release of the chart; its CRDs are the ones tests validate against.
 CHART_VERSION = "1.13.3"
 CONTROLLER_NAMESPACE = "appmesh-system"
+PIN = HelmPin(CHART, CHART_REPOSITORY, CHART_VERSION, CONTROLLER_NAMESPACE)
 CONTROLLER_SERVICE_ACCOUNT = "appmesh-controller"
 # Pinned X-Ray daemon the controller injects next to Envoy when tracing is on (the chart's
 # default tag is `latest`, which would change under a running cluster).
@@ -53,12 +55,7 @@ class AppMeshController(Construct):
         super().__init__(scope, id)
         stack = Stack.of(self)
 
-        self.namespace = eks.KubernetesManifest(
-            self,
-            "Namespace",
-            cluster=cluster,
-            manifest=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROLLER_NAMESPACE}}],
-        )
+        self.namespace = owned_namespace(self, cluster, CONTROLLER_NAMESPACE)
         self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=CONTROLLER_NAMESPACE, service_account=CONTROLLER_SERVICE_ACCOUNT)
         self._grant_controller_permissions(stack, mesh_name, cloud_map_namespace_arn, cloud_map_zone_id)
         self.service_account = eks.KubernetesManifest(
@@ -79,24 +76,10 @@ class AppMeshController(Construct):
         )
         self.service_account.node.add_dependency(self.namespace)
 
-        self.release = eks.HelmChart(
-            self,
-            "Release",
-            cluster=cluster,
-            chart=CHART,
-            repository=CHART_REPOSITORY,
-            version=CHART_VERSION,
-            release=CHART,
-            namespace=CONTROLLER_NAMESPACE,
-            create_namespace=False,  # ours, created first so the service account can live there
-            # The release "succeeds" only once the controller and its webhooks are ready, which
-            # is what the namespace and every chart downstream wait on.
-            wait=True,
-            timeout=Duration.minutes(10),
-            values=self.helm_values(region),
-        )
-        # The chart runs as a service account it does not create (serviceAccount.create=false).
-        self.release.node.add_dependency(self.service_account)
+        # Waited for: the controller's webhooks fail closed, and the mesh namespace and every
+        # chart downstream need them answering. The chart runs as a service account it does not
+        # create (serviceAccount.create=false), so that comes first.
+        self.release = pinned_release(self, cluster, PIN, values=self.helm_values(region), after=[self.service_account])
 
     @staticmethod
     def helm_values(region: str) -> dict[str, object]:
