@@ -147,6 +147,17 @@ def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
     return {f"checkov.io/skip{index}": f"{check}={reason}" for index, (check, reason) in enumerate(sorted(skips.items()), start=1)}
 
 
+def _irsa_service_account(chart: Construct, name: str, labels: dict[str, str], role_arn: str) -> cdk8s.ApiObject:
+    """IRSA: the pod's Envoy (StreamAggregatedResources) and X-Ray daemon sidecar use this role."""
+    return cdk8s.ApiObject(
+        chart,
+        "service-account",
+        api_version="v1",
+        kind="ServiceAccount",
+        metadata=cdk8s.ApiObjectMetadata(name=name, labels=labels, annotations={"eks.amazonaws.com/role-arn": role_arn}),
+    )
+
+
 def _tmp_volume(chart: Construct, kplus: ModuleType) -> Any:
     return kplus.Volume.from_empty_dir(chart, "tmp-volume", "tmp", size_limit=cdk8s.Size.mebibytes(64))
 
@@ -162,18 +173,7 @@ def service_chart(
 ) -> cdk8s.Chart:
     chart = _chart(cdk8s.App(), f"service-{service.name}", names.namespace)
     labels = service.pod_labels
-    account = cdk8s.ApiObject(
-        chart,
-        "service-account",
-        api_version="v1",
-        kind="ServiceAccount",
-        metadata=cdk8s.ApiObjectMetadata(
-            name=service.name,
-            labels=labels,
-            # IRSA: Envoy (StreamAggregatedResources) and the X-Ray daemon sidecar use this role.
-            annotations={"eks.amazonaws.com/role-arn": role_arn},
-        ),
-    )
+    account = _irsa_service_account(chart, service.name, labels, role_arn)
     env = {
         "PORT": kplus.EnvValue.from_value(str(service.port)),
         "HEALTH_PORT": kplus.EnvValue.from_value(str(service.health_port)),
@@ -293,13 +293,7 @@ def gateway_chart(gateway: Gateway, topology: Topology, names: MeshNames, *, rol
         secret = kplus.Secret.from_secret_name(chart, "tls-secret", certificates.secret_name(gateway.name))
         volumes.append(kplus.Volume.from_secret(chart, "tls-volume", secret, name="tls"))
         mounts.append(kplus.VolumeMount(path=appmesh.CERT_DIR, volume=volumes[1], read_only=True))
-    account = cdk8s.ApiObject(
-        chart,
-        "service-account",
-        api_version="v1",
-        kind="ServiceAccount",
-        metadata=cdk8s.ApiObjectMetadata(name=gateway.name, labels=labels, annotations={"eks.amazonaws.com/role-arn": role_arn}),
-    )
+    account = _irsa_service_account(chart, gateway.name, labels, role_arn)
     deployment = kplus.Deployment(
         chart,
         "deployment",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsii
-from aws_cdk import Acknowledgment, CfnResource, IAspect, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, CfnResource, IAspect, Stack, Validations
 from constructs import IConstruct
 
 PACK = "AwsSolutions"
@@ -52,6 +52,16 @@ def _render(value: Any) -> str:
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         return "<{}.{}>".format(*value["Fn::GetAtt"])
     raise ValueError(f"cannot render {value!r} as a cdk-nag finding")
+
+
+def codebuild_project_findings(stack: Stack, project_name: str) -> list[str]:
+    """The IAM5 findings of the grants CodeBuild gives each project: its default log group and
+    report groups, named after the project with run-time suffixes."""
+    log_group = stack.format_arn(
+        service="logs", resource="log-group", resource_name=f"/aws/codebuild/{project_name}:*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+    )
+    report_groups = stack.format_arn(service="codebuild", resource="report-group", resource_name=f"{project_name}-*")
+    return [wildcard_resource(stack, log_group), wildcard_resource(stack, report_groups)]
 
 
 # -- checkov ------------------------------------------------------------------------------------

@@ -8,14 +8,14 @@ knows its VPC: a pipeline step cannot reference a stage's resources at synth tim
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from .log_groups import log_group
-from .nag import acknowledge, checkov_skip, wildcard_resource
+from .nag import acknowledge, checkov_skip, codebuild_project_findings
 
 # curl with retries: NLBs take a few minutes to register targets after a first deploy.
 _CURL = "curl -fsS --retry 30 --retry-delay 10 --retry-all-errors --max-time 10"
@@ -96,16 +96,7 @@ class SmokeTest(Construct):
             "KMS data-key actions for its own key.",
             "IAM5[Resource::*]",
             "IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*]",
-            wildcard_resource(
-                stack,
-                stack.format_arn(
-                    service="logs",
-                    resource="log-group",
-                    resource_name=f"/aws/codebuild/{project_name}:*",
-                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                ),
-            ),
-            wildcard_resource(stack, stack.format_arn(service="codebuild", resource="report-group", resource_name=f"{project_name}-*")),
+            *codebuild_project_findings(stack, project_name),
             "IAM5[Action::kms:GenerateDataKey*]",
             "IAM5[Action::kms:ReEncrypt*]",
         )

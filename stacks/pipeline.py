@@ -17,7 +17,7 @@ from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from components.nag import acknowledge, rendered, wildcard_resource
+from components.nag import acknowledge, codebuild_project_findings, rendered, wildcard_resource
 from config.settings import AppConfig, PipelineConfig
 
 from .application import Application, build_application
@@ -139,21 +139,7 @@ class PipelineStack(Stack):
         ]
         for project in self.node.find_all():
             if isinstance(project, codebuild.CfnProject):
-                logical = f"<{self.get_logical_id(project)}>"
-                findings.append(
-                    wildcard_resource(
-                        self,
-                        self.format_arn(
-                            service="logs",
-                            resource="log-group",
-                            resource_name=f"/aws/codebuild/{logical}:*",
-                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                        ),
-                    )
-                )
-                findings.append(
-                    wildcard_resource(self, self.format_arn(service="codebuild", resource="report-group", resource_name=f"{logical}-*"))
-                )
+                findings += codebuild_project_findings(self, f"<{self.get_logical_id(project)}>")
         acknowledge(
             self.pipeline,
             "CDK Pipelines' own roles: CodePipeline and CodeBuild grant themselves object-level "
