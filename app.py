@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import date
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -44,11 +45,11 @@ def main() -> int:
     defaults = json.loads((PROJECT_ROOT / "cdk.json").read_text()).get("context", {})
     try:
         merged = merge_layers(defaults, app.node.get_all_context(), PROJECT_ROOT)
-        config = build_config(merged, os.environ)
+        config = build_config(merged, os.environ, today=date.today())
+        build_app(app, config, synth_context=changed_settings(defaults, merged))
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    build_app(app, config, synth_context=changed_settings(defaults, merged))
     app.synth()
     # The mesh as synthesized: `make diff` compares the next config against it (meshdiff).
     write_summary(Path(app.outdir) / SUMMARY_FILE, summarize_config(config))

@@ -1,11 +1,16 @@
-"""App Mesh custom resources (appmesh.k8s.aws/v1beta2) rendered from the topology model."""
+"""App Mesh custom resources (appmesh.k8s.aws/v1beta2) rendered from the topology model, and read
+back into the neutral form. Pure: dicts in, dicts out; tests validate every object against the
+controller's CRDs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from config.policies import RetryPolicy
+from backends.base import Manifest, MeshNames
+from config.policies import DEFAULT_TIMEOUT_MS, RetryPolicy
 from config.topology import Gateway, GatewayRoute, Service, Topology, VirtualService
+
+from . import certificates
 
 API_VERSION = "appmesh.k8s.aws/v1beta2"
 # Envoy's access log: stdout, so the container-logs add-on ships it with the app's own lines.
@@ -15,6 +20,12 @@ ACCESS_LOG = {"accessLog": {"file": {"path": "/dev/stdout"}}}
 CERT_DIR = "/certs"
 CERTIFICATE_FILES = {"certificateChain": f"{CERT_DIR}/tls.crt", "privateKey": f"{CERT_DIR}/tls.key"}
 TRUST_FILES = {"file": {"certificateChain": f"{CERT_DIR}/ca.crt"}}
+# Pod annotations the injector reads (aws-app-mesh-controller-for-k8s pkg/inject).
+PORTS_ANNOTATION = "appmesh.k8s.aws/ports"
+SECRET_MOUNTS_ANNOTATION = "appmesh.k8s.aws/secretMounts"
+# Without it the injector replaces a gateway's Envoy image with the controller's sidecar image
+# (pkg/inject/virtualgateway_envoy.go): "enabled" keeps the image the Deployment pins.
+SKIP_IMAGE_OVERRIDE_ANNOTATION = "appmesh.k8s.aws/virtualGatewaySkipImageOverride"
 
 
 def _ms(value: int) -> dict[str, Any]:
@@ -27,7 +38,7 @@ def app_mesh_name(name: str, namespace: str) -> str:
     return f"{name}_{namespace}"
 
 
-def mesh(name: str, egress_filter: str) -> dict[str, Any]:
+def mesh(name: str, egress_filter: str) -> Manifest:
     return {
         "apiVersion": API_VERSION,
         "kind": "Mesh",
@@ -54,11 +65,11 @@ def client_tls(server_names: list[str]) -> dict[str, Any]:
     }
 
 
-def virtual_node(service: Service, topology: Topology, *, namespace: str, cloud_map_namespace: str, hosted_zone: str) -> dict[str, Any]:
+def virtual_node(service: Service, topology: Topology, names: MeshNames) -> Manifest:
     if topology.discovery == "cloudmap":
-        discovery: dict[str, Any] = {"awsCloudMap": {"namespaceName": cloud_map_namespace, "serviceName": service.name}}
+        discovery: dict[str, Any] = {"awsCloudMap": {"namespaceName": names.cloud_map_namespace, "serviceName": service.name}}
     else:
-        discovery = {"dns": {"hostname": f"{service.name}.{namespace}.svc.cluster.local"}}
+        discovery = {"dns": {"hostname": f"{service.name}.{names.namespace}.svc.cluster.local"}}
     check = service.health_check
     listener: dict[str, Any] = {
         "portMapping": {"port": service.port, "protocol": service.protocol},
@@ -71,14 +82,12 @@ def virtual_node(service: Service, topology: Topology, *, namespace: str, cloud_
             "timeoutMillis": check.timeout_ms,
             "intervalMillis": check.interval_ms,
         },
-        "timeout": {"http": {"perRequest": _ms(service.timeout_ms)}},
-        "connectionPool": {
-            "http": {
-                "maxConnections": service.connection_pool.max_connections,
-                "maxPendingRequests": service.connection_pool.max_pending_requests,
-            }
-        },
     }
+    if service.timeout_ms is not None:
+        listener["timeout"] = {"http": {"perRequest": _ms(service.timeout_ms)}}
+    if service.connection_pool is not None:
+        pool = service.connection_pool
+        listener["connectionPool"] = {"http": {"maxConnections": pool.max_connections, "maxPendingRequests": pool.max_pending_requests}}
     if service.outlier_detection:
         outlier = service.outlier_detection
         listener["outlierDetection"] = {
@@ -95,7 +104,7 @@ def virtual_node(service: Service, topology: Topology, *, namespace: str, cloud_
             "validation": {"trust": TRUST_FILES},
         }
     spec: dict[str, Any] = {
-        "awsName": app_mesh_name(service.virtual_node, namespace),
+        "awsName": app_mesh_name(service.virtual_node, names.namespace),
         "podSelector": {"matchLabels": service.pod_labels},
         "listeners": [listener],
         "serviceDiscovery": discovery,
@@ -106,15 +115,25 @@ def virtual_node(service: Service, topology: Topology, *, namespace: str, cloud_
         for backend in service.backends:
             entry: dict[str, Any] = {"virtualServiceRef": {"name": backend}}
             if topology.mtls == "strict":
-                entry["clientPolicy"] = {"tls": client_tls([f"{backend}.{hosted_zone}"])}
+                entry["clientPolicy"] = {"tls": client_tls([names.mesh_host(backend)])}
             backends.append({"virtualService": entry})
         spec["backends"] = backends
     return {
         "apiVersion": API_VERSION,
         "kind": "VirtualNode",
-        "metadata": {"name": service.virtual_node, "namespace": namespace},
+        "metadata": {"name": service.virtual_node, "namespace": names.namespace},
         "spec": spec,
     }
+
+
+def workload_certificate(service: Service, topology: Topology, names: MeshNames) -> Manifest:
+    """What its clients match (the virtual services that route to it), its own workshop name, and
+    the Cloud Map name App Mesh expects among the SANs when discovery is Cloud Map."""
+    dns_names = [names.mesh_host(vs) for vs in topology.served_by(service.name)]
+    dns_names.append(names.mesh_host(service.name))
+    if topology.discovery == "cloudmap":
+        dns_names.append(f"{service.name}.{names.cloud_map_namespace}")
+    return certificates.workload_certificate(service.name, list(dict.fromkeys(dns_names)), mesh=names.mesh, namespace=names.namespace)
 
 
 def _retry(policy: RetryPolicy) -> dict[str, Any]:
@@ -126,7 +145,7 @@ def _retry(policy: RetryPolicy) -> dict[str, Any]:
     return retry
 
 
-def virtual_router(virtual_service: VirtualService, topology: Topology, *, namespace: str) -> dict[str, Any]:
+def virtual_router(virtual_service: VirtualService, topology: Topology, names: MeshNames) -> Manifest:
     port = topology.service(virtual_service.routes[0].targets[0][0]).port
     routes = []
     for route in virtual_service.routes:
@@ -138,38 +157,40 @@ def virtual_router(virtual_service: VirtualService, topology: Topology, *, names
                     for target, weight in route.targets
                 ]
             },
-            "timeout": {"perRequest": _ms(route.timeout_ms)},
         }
+        if route.timeout_ms is not None:
+            http_route["timeout"] = {"perRequest": _ms(route.timeout_ms)}
         if route.retry:
             http_route["retryPolicy"] = _retry(route.retry)
         else:
             # App Mesh applies its own default retries to a route without a policy; "off" has to
             # be an explicit policy of zero retries (the API wants at least one event).
-            http_route["retryPolicy"] = {"maxRetries": 0, "perRetryTimeout": _ms(route.timeout_ms), "httpRetryEvents": ["server-error"]}
+            per_try = route.timeout_ms if route.timeout_ms is not None else DEFAULT_TIMEOUT_MS
+            http_route["retryPolicy"] = {"maxRetries": 0, "perRetryTimeout": _ms(per_try), "httpRetryEvents": ["server-error"]}
         routes.append({"name": route.name, "httpRoute": http_route})
     return {
         "apiVersion": API_VERSION,
         "kind": "VirtualRouter",
-        "metadata": {"name": virtual_service.router, "namespace": namespace},
+        "metadata": {"name": virtual_service.router, "namespace": names.namespace},
         "spec": {"listeners": [{"portMapping": {"port": port, "protocol": "http"}}], "routes": routes},
     }
 
 
-def virtual_service_object(virtual_service: VirtualService, *, namespace: str, hosted_zone: str) -> dict[str, Any]:
+def virtual_service_object(virtual_service: VirtualService, names: MeshNames) -> Manifest:
     return {
         "apiVersion": API_VERSION,
         "kind": "VirtualService",
-        "metadata": {"name": virtual_service.name, "namespace": namespace},
+        "metadata": {"name": virtual_service.name, "namespace": names.namespace},
         "spec": {
-            "awsName": f"{virtual_service.name}.{hosted_zone}",
+            "awsName": names.mesh_host(virtual_service.name),
             "provider": {"virtualRouter": {"virtualRouterRef": {"name": virtual_service.router}}},
         },
     }
 
 
-def virtual_gateway(gateway: Gateway, topology: Topology, *, namespace: str, hosted_zone: str) -> dict[str, Any]:
+def virtual_gateway(gateway: Gateway, topology: Topology, names: MeshNames) -> Manifest:
     spec: dict[str, Any] = {
-        "awsName": app_mesh_name(gateway.name, namespace),
+        "awsName": app_mesh_name(gateway.name, names.namespace),
         "namespaceSelector": {"matchLabels": {"gateway": gateway.name}},
         "podSelector": {"matchLabels": gateway.pod_labels},
         "listeners": [{"portMapping": {"port": gateway.port, "protocol": "http"}}],
@@ -177,21 +198,21 @@ def virtual_gateway(gateway: Gateway, topology: Topology, *, namespace: str, hos
     }
     if topology.mtls == "strict" and gateway.routes:
         # The gateway is a client of the virtual services its routes target.
-        targets = sorted({f"{route.virtual_service}.{hosted_zone}" for route in gateway.routes})
+        targets = sorted({names.mesh_host(route.virtual_service) for route in gateway.routes})
         spec["backendDefaults"] = {"clientPolicy": {"tls": client_tls(targets)}}
     return {
         "apiVersion": API_VERSION,
         "kind": "VirtualGateway",
-        "metadata": {"name": gateway.name, "namespace": namespace},
+        "metadata": {"name": gateway.name, "namespace": names.namespace},
         "spec": spec,
     }
 
 
-def gateway_route(route: GatewayRoute, *, namespace: str) -> dict[str, Any]:
+def gateway_route(route: GatewayRoute, names: MeshNames) -> Manifest:
     return {
         "apiVersion": API_VERSION,
         "kind": "GatewayRoute",
-        "metadata": {"name": route.name, "namespace": namespace},
+        "metadata": {"name": route.name, "namespace": names.namespace},
         "spec": {
             "httpRoute": {
                 "match": {"prefix": route.prefix},
@@ -199,4 +220,109 @@ def gateway_route(route: GatewayRoute, *, namespace: str) -> dict[str, Any]:
                 "action": {"target": {"virtualService": {"virtualServiceRef": {"name": route.virtual_service}}}},
             }
         },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Read back: App Mesh objects -> the neutral form (backends/parity.py)
+
+
+def _millis(value: dict[str, Any] | None) -> int | None:
+    if value is None:
+        return None
+    return int(value["value"]) * {"ms": 1, "s": 1000}[value["unit"]]
+
+
+def _retry_form(retry: dict[str, Any] | None) -> dict[str, Any] | None:
+    if retry is None or retry["maxRetries"] == 0:  # "off" is an explicit policy of zero retries
+        return None
+    return {
+        "max_retries": retry["maxRetries"],
+        "per_retry_timeout_ms": _millis(retry["perRetryTimeout"]),
+        "events": sorted({*retry.get("httpRetryEvents", []), *retry.get("tcpRetryEvents", [])}),
+    }
+
+
+def read_back(objects: list[Manifest], names: MeshNames) -> dict[str, Any]:
+    """What the App Mesh objects (and the Services next to them) say, in the neutral form."""
+    by_kind: dict[str, list[Manifest]] = {}
+    for obj in objects:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    nodes = {node["metadata"]["name"]: node for node in by_kind.get("VirtualNode", [])}
+    # A virtual node selects its pods, whose Kubernetes Service has the service's name.
+    service_of = {name: name.removesuffix("-app") for name in nodes}
+    exposed = {s["metadata"]["name"] for s in by_kind.get("Service", []) if s["spec"].get("type") == "LoadBalancer"}
+    routers = {router["metadata"]["name"]: router for router in by_kind.get("VirtualRouter", [])}
+    virtual_services: dict[str, Any] = {}
+    for vs in by_kind.get("VirtualService", []):
+        router = routers[vs["spec"]["provider"]["virtualRouter"]["virtualRouterRef"]["name"]]
+        routes = [
+            {
+                "prefix": route["httpRoute"]["match"]["prefix"],
+                "targets": {service_of[t["virtualNodeRef"]["name"]]: t["weight"] for t in route["httpRoute"]["action"]["weightedTargets"]},
+                "timeout_ms": _millis(route["httpRoute"].get("timeout", {}).get("perRequest")),
+                "retry": _retry_form(route["httpRoute"].get("retryPolicy")),
+            }
+            for route in router["spec"]["routes"]
+        ]
+        virtual_services[vs["metadata"]["name"]] = {
+            "host": vs["spec"]["awsName"],
+            "routes": sorted(routes, key=lambda route: route["prefix"]),
+        }
+    (mesh_object,) = by_kind["Mesh"]
+    egress_filter = mesh_object["spec"]["egressFilter"]["type"]
+    services: dict[str, Any] = {}
+    tls_seen: list[bool] = []
+    for name, node in nodes.items():
+        listener = node["spec"]["listeners"][0]
+        outlier = listener.get("outlierDetection")
+        pool = listener.get("connectionPool", {}).get("http")
+        check = listener["healthCheck"]
+        backends = node["spec"].get("backends", [])
+        service: dict[str, Any] = {
+            "timeout_ms": _millis(listener.get("timeout", {}).get("http", {}).get("perRequest")),
+            "health_check": {
+                "path": check["path"],
+                "interval_ms": check["intervalMillis"],
+                "timeout_ms": check["timeoutMillis"],
+                "healthy_threshold": check["healthyThreshold"],
+                "unhealthy_threshold": check["unhealthyThreshold"],
+            },
+            "outlier_detection": None
+            if outlier is None
+            else {
+                "max_server_errors": outlier["maxServerErrors"],
+                "interval_ms": _millis(outlier["interval"]),
+                "base_ejection_ms": _millis(outlier["baseEjectionDuration"]),
+                "max_ejection_percent": outlier["maxEjectionPercent"],
+            },
+            "connection_pool": None
+            if pool is None
+            else {"max_connections": pool["maxConnections"], "max_pending_requests": pool["maxPendingRequests"]},
+        }
+        if egress_filter == "DROP_ALL":
+            service["egress"] = sorted(b["virtualService"]["virtualServiceRef"]["name"] for b in backends)
+        services[service_of[name]] = service
+        # Every in-mesh listener terminates mTLS, and every call to a backend presents a certificate.
+        if service_of[name] not in exposed:
+            tls_seen.append(listener.get("tls", {}).get("mode") == "STRICT")
+        tls_seen += [b["virtualService"].get("clientPolicy", {}).get("tls", {}).get("enforce") is True for b in backends]
+    gateway_routes = [
+        {
+            "prefix": route["spec"]["httpRoute"]["match"]["prefix"],
+            "virtual_service": route["spec"]["httpRoute"]["action"]["target"]["virtualService"]["virtualServiceRef"]["name"],
+            # A GatewayRoute rewrites the matched prefix to "/" unless it says otherwise.
+            "rewrite": route["spec"]["httpRoute"]["action"].get("rewrite", {}).get("prefix", {}).get("value", "/"),
+        }
+        for route in by_kind.get("GatewayRoute", [])
+    ]
+    for gateway in by_kind.get("VirtualGateway", []):
+        if gateway_routes:
+            tls_seen.append(gateway["spec"].get("backendDefaults", {}).get("clientPolicy", {}).get("tls", {}).get("enforce") is True)
+    return {
+        "virtual_services": virtual_services,
+        "services": services,
+        "gateway_routes": sorted(gateway_routes, key=lambda route: route["prefix"]),
+        "mtls": "strict" if tls_seen and all(tls_seen) else "off" if not any(tls_seen) else "partly",
+        "egress_filter": egress_filter,
     }

@@ -1,7 +1,9 @@
-"""The App Mesh controller: its namespace, IRSA role, Helm release, and the mesh's namespace.
+"""The App Mesh controller: its namespace, IRSA role, Helm release, and a gate on its webhook.
 
-AWS discontinued App Mesh on 2026-09-30; the controller still installs from the eks-charts
-repository at the pinned version, but no fixes will follow (see README "App Mesh end of support").
+AWS shut App Mesh down on 2026-09-30 (App Mesh user guide: "After September 30, 2026, you will no
+longer be able to access the AWS App Mesh console or AWS App Mesh resources."). The controller
+still renders and installs from the pinned chart, but nothing it manages can exist in AWS any
+more; the deploy stops at the preflight first (stacks/preflight.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from constructs import Construct
 from .helm_addon import HelmPin, owned_namespace, pinned_release
 from .irsa import IrsaRole
 from .nag import acknowledge, checkov_skip, wildcard_resource
+from .webhook_gate import WebhookGate
 
 CHART = "appmesh-controller"
 CHART_REPOSITORY = "https://aws.github.io/eks-charts"
@@ -23,9 +26,14 @@ CONTROLLER_NAMESPACE = "appmesh-system"
 PIN = HelmPin(CHART, CHART_REPOSITORY, CHART_VERSION, CONTROLLER_NAMESPACE)
 CONTROLLER_SERVICE_ACCOUNT = "appmesh-controller"
 # Pinned X-Ray daemon the controller injects next to Envoy when tracing is on (the chart's
-# default tag is `latest`, which would change under a running cluster).
+# default tag is `latest`, which would change under a running cluster). 3.3.15 is the last 3.3.x;
+# the daemon is in maintenance mode (README, "Versions").
 XRAY_DAEMON_IMAGE = "public.ecr.aws/xray/aws-xray-daemon"
-XRAY_DAEMON_TAG = "3.3.13"
+XRAY_DAEMON_TAG = "3.3.15"
+# The Envoy image of every sidecar and of the gateway: the chart's own default tag, from the
+# public registry rather than the chart's default private one, so that one pin covers both.
+ENVOY_IMAGE = "public.ecr.aws/appmesh/aws-appmesh-envoy"
+ENVOY_TAG = "v1.29.12.3-prod"
 
 _APPMESH_TYPES = ("Mesh", "VirtualNode", "VirtualService", "VirtualRouter", "Route", "VirtualGateway", "GatewayRoute")
 
@@ -48,9 +56,10 @@ class AppMeshController(Construct):
         *,
         cluster: eks.ICluster,
         region: str,
+        tracing: bool,
         mesh_name: str,
-        cloud_map_namespace_arn: str,
-        cloud_map_zone_id: str,
+        cloud_map_namespace_arn: str | None,
+        cloud_map_zone_id: str | None,
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
@@ -76,28 +85,53 @@ class AppMeshController(Construct):
         )
         self.service_account.node.add_dependency(self.namespace)
 
-        # Waited for: the controller's webhooks fail closed, and the mesh namespace and every
-        # chart downstream need them answering. The chart runs as a service account it does not
-        # create (serviceAccount.create=false), so that comes first.
-        self.release = pinned_release(self, cluster, PIN, values=self.helm_values(region), after=[self.service_account])
+        # The chart runs as a service account it does not create (serviceAccount.create=false),
+        # so that comes first, and so does the role's policy: on `cdk destroy` the release (and
+        # with it the controller that empties the Mesh's finalizers with DescribeMesh/DeleteMesh)
+        # must go before the policy, never after.
+        default_policy = self.irsa.role.node.try_find_child("DefaultPolicy")
+        assert default_policy is not None
+        self.release = pinned_release(
+            self, cluster, PIN, values=self.helm_values(region, tracing), after=[self.service_account, default_policy]
+        )
+        # The controller's webhooks fail closed and the chart has no readiness probe: `--wait`
+        # returns before they serve. The gate dry-runs a Mesh until the webhook admits it.
+        self.gate = WebhookGate(
+            self,
+            "WebhookGate",
+            cluster=cluster,
+            name="appmesh-webhook-gate",
+            namespace=CONTROLLER_NAMESPACE,
+            probe={
+                "apiVersion": "appmesh.k8s.aws/v1beta2",
+                "kind": "Mesh",
+                "metadata": {"name": "webhook-gate-probe"},
+                "spec": {"namespaceSelector": {"matchLabels": {"mesh": "webhook-gate-probe"}}},
+            },
+            rules=[{"apiGroups": ["appmesh.k8s.aws"], "resources": ["meshes"], "verbs": ["create"]}],
+            after=[self.release],
+        )
 
     @staticmethod
-    def helm_values(region: str) -> dict[str, object]:
+    def helm_values(region: str, tracing: bool = True) -> dict[str, object]:
+        """sidecar.waitUntilProxyReady holds the application container until Envoy is ready, so
+        its first outbound calls are not refused by a proxy that has no configuration yet."""
         return {
             "region": region,
             "accountId": Aws.ACCOUNT_ID,
             "serviceAccount": {"create": False, "name": CONTROLLER_SERVICE_ACCOUNT},
-            "tracing": {"enabled": True, "provider": "x-ray"},
+            "tracing": {"enabled": tracing, "provider": "x-ray"},
             "xray": {"image": {"repository": XRAY_DAEMON_IMAGE, "tag": XRAY_DAEMON_TAG}},
-            # Hold the application container until Envoy is ready, so its first outbound calls
-            # are not refused by a proxy that has no configuration yet.
-            "sidecar": {"waitUntilProxyReady": True},
+            "sidecar": {"image": {"repository": ENVOY_IMAGE, "tag": ENVOY_TAG}, "waitUntilProxyReady": True},
         }
 
-    def _grant_controller_permissions(self, stack: Stack, mesh_name: str, cloud_map_namespace_arn: str, cloud_map_zone_id: str) -> None:
+    def _grant_controller_permissions(
+        self, stack: Stack, mesh_name: str, cloud_map_namespace_arn: str | None, cloud_map_zone_id: str | None
+    ) -> None:
         mesh_arn = stack.format_arn(service="appmesh", resource="mesh", resource_name=mesh_name)
         # The controller creates the Cloud Map services at run time; their ids are unknown here.
         cloud_map_services = stack.format_arn(service="servicediscovery", resource="service", resource_name="*")
+        cloud_map = cloud_map_namespace_arn is not None and cloud_map_zone_id is not None
         policy = [
             iam.PolicyStatement(
                 sid="ManageTheMeshAndItsResources",
@@ -113,10 +147,12 @@ class AppMeshController(Construct):
                 ],
                 conditions={"StringLike": {"iam:AWSServiceName": "appmesh.amazonaws.com"}},
             ),
+        ]
+        cloud_map_policy = [
             iam.PolicyStatement(
                 sid="CloudMapServicesInTheMeshNamespace",
                 actions=["servicediscovery:CreateService", "servicediscovery:GetNamespace"],
-                resources=[cloud_map_namespace_arn],
+                resources=[str(cloud_map_namespace_arn)],
             ),
             iam.PolicyStatement(
                 sid="CloudMapInstances",
@@ -158,6 +194,8 @@ class AppMeshController(Construct):
                 ],
                 resources=["*"],
             ),
+        ]
+        policy += [
             iam.PolicyStatement(
                 sid="ReadCertificatesForTls",
                 actions=[
@@ -169,7 +207,8 @@ class AppMeshController(Construct):
                 resources=["*"],
             ),
         ]
-        for statement in policy:
+        # Only with Cloud Map discovery: in DNS mode the controller registers nothing.
+        for statement in policy + (cloud_map_policy if cloud_map else []):
             self.irsa.add_to_policy(statement)
         default_policy = self.irsa.role.node.try_find_child("DefaultPolicy")
         assert default_policy is not None
@@ -190,21 +229,6 @@ class AppMeshController(Construct):
             "Cloud Map List*/GetOperation/DiscoverInstances, Route53 health checks made on behalf "
             "of Cloud Map, and ACM/ACM-PCA reads support no resource-level permissions.",
             wildcard_resource(stack, f"{mesh_arn}/*"),
-            wildcard_resource(stack, cloud_map_services),
+            *([wildcard_resource(stack, cloud_map_services)] if cloud_map else []),
             "IAM5[Resource::*]",
         )
-
-    def add_mesh_namespace(self, id: str, *, cluster: eks.ICluster, name: str, labels: dict[str, str]) -> eks.KubernetesManifest:
-        """The application namespace, created only once the controller is ready.
-
-        The controller's webhooks fail closed and the namespace's labels opt its pods into
-        sidecar injection, so a pod created there before the webhook answers is rejected.
-        """
-        namespace = eks.KubernetesManifest(
-            self,
-            id,
-            cluster=cluster,
-            manifest=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}],
-        )
-        namespace.node.add_dependency(self.release)
-        return namespace

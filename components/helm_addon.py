@@ -29,7 +29,13 @@ def owned_namespace(scope: Construct, cluster: eks.ICluster, name: str) -> eks.K
 
 
 def pinned_release(
-    scope: Construct, cluster: eks.ICluster, pin: HelmPin, *, values: dict[str, Any], after: list[IConstruct]
+    scope: Construct,
+    cluster: eks.ICluster,
+    pin: HelmPin,
+    *,
+    values: dict[str, Any],
+    after: list[IConstruct],
+    release_name: str | None = None,
 ) -> eks.HelmChart:
     release = eks.HelmChart(
         scope,
@@ -38,7 +44,7 @@ def pinned_release(
         chart=pin.chart,
         repository=pin.repository,
         version=pin.version,
-        release=pin.chart,
+        release=release_name or pin.chart,
         namespace=pin.namespace,
         create_namespace=False,
         # The release succeeds only once its workloads, webhooks included, are ready: what

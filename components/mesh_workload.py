@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import cdk8s
 from aws_cdk import Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
-from aws_cdk import aws_iam as iam
 from constructs import Construct, IConstruct
 
+from backends.base import WorkloadIdentity
 from config.topology import Service
 
 from .irsa import IrsaRole
@@ -32,39 +31,18 @@ XRAY_WRITE_ACTIONS = [
 ]
 
 
-class MeshWorkloadRole(Construct):
-    """IRSA role for a meshed pod: its Envoy may stream the configuration of exactly its own
-    virtual node (or gateway), and its X-Ray daemon sidecar may write traces. Nothing else."""
+class WorkloadRole(Construct):
+    """IRSA role for a meshed pod, with exactly the statements its mesh backend asks for (for App
+    Mesh: Envoy may stream its own virtual node's configuration, the X-Ray daemon may write)."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        id: str,
-        *,
-        cluster: eks.ICluster,
-        namespace: str,
-        service_account: str,
-        mesh_name: str,
-        mesh_resource: str,
-    ) -> None:
+    def __init__(self, scope: Construct, id: str, *, cluster: eks.ICluster, namespace: str, identity: WorkloadIdentity) -> None:
         super().__init__(scope, id)
-        stack = Stack.of(self)
-        self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=namespace, service_account=service_account)
+        self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=namespace, service_account=identity.service_account)
         self.role = self.irsa.role
-        self.irsa.add_to_policy(
-            iam.PolicyStatement(
-                sid="EnvoyConfiguration",
-                actions=["appmesh:StreamAggregatedResources"],
-                resources=[stack.format_arn(service="appmesh", resource="mesh", resource_name=f"{mesh_name}/{mesh_resource}")],
-            )
-        )
-        self.irsa.add_to_policy(iam.PolicyStatement(sid="XRayWrite", actions=XRAY_WRITE_ACTIONS, resources=["*"]))
-        acknowledge(
-            self.role,
-            "X-Ray's trace and sampling APIs support no resource-level permissions; the X-Ray daemon "
-            "sidecar the controller injects needs them to send this pod's traces.",
-            "IAM5[Resource::*]",
-        )
+        for statement in identity.statements:
+            self.irsa.add_to_policy(statement)
+        if identity.wildcard_reason:
+            acknowledge(self.role, identity.wildcard_reason, "IAM5[Resource::*]")
 
 
 def service_image(scope: Construct, service: Service) -> ecr_assets.DockerImageAsset:
@@ -84,9 +62,14 @@ def service_image(scope: Construct, service: Service) -> ecr_assets.DockerImageA
 
 def imported_cluster(scope: Construct, cluster: eks.ICluster) -> eks.ICluster:
     """The cluster seen from this stack, so `add_cdk8s_chart` puts the manifests here, not in
-    the cluster's stack (which would put every workload against one stack's 500 resources)."""
+    the cluster's stack (which would put every workload against one stack's 500 resources).
+    One per stack, however many constructs ask."""
+    stack = Stack.of(scope)
+    existing = stack.node.try_find_child("Cluster")
+    if existing is not None:
+        return existing  # type: ignore[return-value]
     return eks.Cluster.from_cluster_attributes(
-        scope,
+        stack,
         "Cluster",
         cluster_name=cluster.cluster_name,
         kubectl_provider=cluster.kubectl_provider,
@@ -106,17 +89,3 @@ def attach_chart(cluster: eks.ICluster, id: str, chart: cdk8s.Chart, *, after: l
 
 def manifest_bytes(chart: cdk8s.Chart) -> int:
     return len(json.dumps(chart.to_json(), separators=(",", ":")))
-
-
-def chunk_by_size(items: list[Any], size_of: Any, budget: int) -> list[list[Any]]:
-    """Greedy, order-preserving split of `items` into lists whose sizes stay within `budget`."""
-    chunks: list[list[Any]] = [[]]
-    used = 0
-    for item in items:
-        size = size_of(item)
-        if chunks[-1] and used + size > budget:
-            chunks.append([])
-            used = 0
-        chunks[-1].append(item)
-        used += size
-    return [chunk for chunk in chunks if chunk]

@@ -89,7 +89,8 @@ _PROVIDER_FUNCTION_SKIPS = {
     "CKV_AWS_173": "CDK custom-resource provider: its environment holds no secrets (names and ARNs only)",
 }
 _PROVIDER_LOG_SKIPS = {"CKV_AWS_158": "log group of a CDK custom-resource provider: deploy-time logs with no application data"}
-_PROVIDER_MARKERS = ("KubectlProvider", "CustomResourceProvider")
+# aws-cdk-lib's AwsCustomResource singleton function has this fixed construct id.
+_PROVIDER_MARKERS = ("KubectlProvider", "CustomResourceProvider", "AWS679f53fac002430cb0da5b7982bd2287")
 
 
 @jsii.implements(IAspect)

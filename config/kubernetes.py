@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from datetime import date
 from types import ModuleType
 from typing import Any
 
@@ -18,9 +19,10 @@ from .errors import ConfigError
 @dataclass(frozen=True)
 class KubernetesRelease:
     minor: str  # "1.35"
-    # Month in which EKS standard support ends (EKS release calendar); after it the cluster is
-    # billed at the extended-support rate, so synth warns when it is close.
-    standard_support_until: str
+    # The day EKS standard support ends (EKS release calendar, "Kubernetes versions" in the EKS
+    # user guide); after it the cluster is billed at the extended-support rate ($0.60 per hour
+    # instead of $0.10), so synth warns when it is close.
+    standard_support_until: date
 
     @property
     def suffix(self) -> str:
@@ -50,14 +52,37 @@ class KubernetesRelease:
 SUPPORTED = {
     release.minor: release
     for release in (
-        KubernetesRelease("1.34", "2026-12"),
-        KubernetesRelease("1.35", "2027-03"),
-        KubernetesRelease("1.36", "2027-07"),
+        KubernetesRelease("1.35", date(2027, 3, 27)),
+        KubernetesRelease("1.36", date(2027, 8, 2)),
     )
 }
 DEFAULT_VERSION = "1.35"
 # Versions EKS still runs, but only in paid extended support: refused with a specific reason.
-EXTENDED_SUPPORT_ONLY = {"1.32", "1.33"}
+# 1.34's standard support ended on 2026-12-02.
+EXTENDED_SUPPORT_ONLY = {"1.32", "1.33", "1.34"}
+# Synth warns this many days before a version leaves standard support.
+WARN_DAYS = 90
+
+
+def _order(minor: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in minor.split("."))
+
+
+def support_warning(release: KubernetesRelease, today: date | None) -> str | None:
+    """A warning when the chosen version leaves EKS standard support within WARN_DAYS of `today`
+    (None: no date given, no warning; the templates never depend on the date)."""
+    if today is None:
+        return None
+    days = (release.standard_support_until - today).days
+    if days > WARN_DAYS:
+        return None
+    newer = [minor for minor in SUPPORTED if _order(minor) > _order(release.minor)]
+    move = f"move to {' or '.join(newer)}" if newer else "move to a newer version once this project supports one"
+    when = "ended" if days <= 0 else f"ends in {days} days"
+    return (
+        f"Kubernetes {release.minor}: EKS standard support {when} ({release.standard_support_until.isoformat()}); "
+        f"after it the cluster is billed at the extended-support rate. Set kubernetes_version to {move}"
+    )
 
 
 def release_for(version: str) -> KubernetesRelease:

@@ -8,12 +8,13 @@ names the key, the bad value and what is accepted.
 
 from __future__ import annotations
 
-import difflib
+import copy
 import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +23,8 @@ import yaml
 from . import instances
 from .errors import ConfigError
 from .kubernetes import KubernetesRelease, release_for
-from .topology import Topology, check_cidr, check_dns_label, check_int, parse_topology, parse_weights
+from .topology import Topology, parse_topology, parse_weights
+from .validate import as_list, check_bool, check_cidr, check_dns_label, check_int, suggest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGION = "us-west-1"
@@ -35,6 +37,9 @@ _STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 ENDPOINT_ACCESS = ("public", "private", "public_and_private")
+# appmesh: the workshop as written (AWS shut App Mesh down on 2026-09-30: its deploy stops at a
+# preflight); istio: the mesh to deploy today; lattice: Amazon VPC Lattice, AWS's managed path.
+MESH_BACKENDS = ("appmesh", "istio", "lattice")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class MeshConfig:
     namespace: str
     topology: Topology
     services_per_stack: int
+    # Which service mesh renders the topology (backends/): see MESH_BACKENDS.
+    backend: str = "appmesh"
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,9 @@ class AppConfig:
     mesh: MeshConfig
     termination_protection: bool = False
     pipeline: PipelineConfig | None = None
+    # The day of the synth, for warnings only (a Kubernetes version near the end of support);
+    # None where no clock is read (tests), so that the templates never depend on it.
+    today: date | None = None
 
 
 # Keys accepted at the top level of the context, the config file and `-c`.
@@ -127,6 +137,7 @@ KNOWN_KEYS = {
     "hosted_zone",
     "cloud_map_namespace",
     "mesh_name",
+    "mesh_backend",
     "namespace",
     "services_per_stack",
     "topology",
@@ -142,11 +153,6 @@ KNOWN_KEYS = {
 WEIGHTS_PREFIX = "weights."
 
 
-def suggest(name: str, candidates: set[str] | list[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
 def is_cdk_internal(key: str) -> bool:
     """Feature flags (`@aws-cdk/...`) and toolkit keys (`aws:cdk:...`) are not ours to check."""
     return key.startswith("@") or ":" in key
@@ -160,18 +166,78 @@ def merge_layers(
     """cdk.json defaults < config file < `-c` overrides.
 
     CDK hands the app one merged context; a key counts as a `-c` override when its value differs
-    from cdk.json's, which is what lets a config file sit between the two.
+    from cdk.json's, which is what lets a config file sit between the two. A later layer replaces
+    a setting, except `topology`, which it merges key by key (JSON Merge Patch, RFC 7386: mappings
+    merge, lists and scalars replace, null removes), so a file that says only
+    `topology: {services: {frontend: {replicas: 3}}}` keeps every other service, route and the
+    gateway.
     """
     defaults = {k: v for k, v in defaults.items() if not is_cdk_internal(k)}
     context = {k: v for k, v in context.items() if not is_cdk_internal(k)}
     overrides = {k: v for k, v in context.items() if k not in defaults or defaults[k] != v}
     merged = dict(defaults)
+    layers = [overrides]
     config_file = context.get("config")
     if config_file:
-        merged.update(load_config_file(config_file, project_root))
-    merged.update(overrides)
+        layers.insert(0, load_config_file(config_file, project_root))
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "topology" and isinstance(merged.get(key), Mapping):
+                merged[key] = merge_patch(merged[key], _topology_patch(value))
+            else:
+                merged[key] = value
     merged.pop("config", None)
     return merged
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: apply `patch` to `target` (neither is modified)."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def patch_between(old: Any, new: Any) -> Any:
+    """The merge patch that turns `old` into `new` (so that merge_patch(old, it) == new)."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return copy.deepcopy(new)
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = copy.deepcopy(value)
+        elif old[key] != value:
+            patch[key] = patch_between(old[key], value)
+    return patch
+
+
+def _topology_patch(value: Any) -> Mapping[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError("topology", value, "must be a mapping (in cdk.json or a config file) or a JSON object") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            "topology",
+            value,
+            "must be a mapping; it is merged key by key over cdk.json's topology (null removes a key), "
+            "e.g. {services: {frontend: {replicas: 3}}}",
+        )
+    return value
+
+
+class _TextFloatLoader(yaml.SafeLoader):
+    """YAML reads `kubernetes_version: 1.30` as the float 1.3; no setting is a float, so a number
+    with a fraction keeps the text the user wrote ("1.30"), and the message names that."""
+
+
+_TextFloatLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: str(node.value))
 
 
 def load_config_file(path_value: Any, project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
@@ -180,7 +246,7 @@ def load_config_file(path_value: Any, project_root: Path = PROJECT_ROOT) -> dict
     if not path.is_absolute():
         path = project_root / path
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_TextFloatLoader)
     except FileNotFoundError:
         raise ConfigError("config", str(path_value), f"file not found (looked for {path})") from None
     except yaml.YAMLError as error:
@@ -190,7 +256,7 @@ def load_config_file(path_value: Any, project_root: Path = PROJECT_ROOT) -> dict
     return data
 
 
-def build_config(values: Mapping[str, Any], environ: Mapping[str, str]) -> AppConfig:
+def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: date | None = None) -> AppConfig:
     """Validate the merged settings into an AppConfig. Raises ConfigError on the first problem."""
     for key, value in values.items():
         if key.startswith(WEIGHTS_PREFIX):
@@ -201,7 +267,9 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str]) -> AppCo
     account = values.get("account") or environ.get("CDK_DEFAULT_ACCOUNT") or None
     if account is not None and not _ACCOUNT.match(str(account)):
         raise ConfigError("account", account, "must be a 12-digit AWS account id")
-    region = values.get("region") or environ.get("CDK_DEFAULT_REGION") or DEFAULT_REGION
+    # Not CDK_DEFAULT_REGION: the CDK CLI always sets it (us-east-1 when the profile names no
+    # region), so it would silently override the documented default. cdk.json says us-west-1.
+    region = values.get("region") or DEFAULT_REGION
     if not isinstance(region, str) or not _REGION.match(region):
         raise ConfigError("region", region, "must be an AWS region code such as us-west-1 or eu-central-1")
     stack_prefix = values.get("stack_prefix", "AppMesh")
@@ -221,13 +289,17 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str]) -> AppCo
         raise ConfigError(
             "cloud_map_namespace", discovery.cloud_map_namespace, "must differ from hosted_zone (both create a private zone for the name)"
         )
+    backend = values.get("mesh_backend", "appmesh")
+    if backend not in MESH_BACKENDS:
+        raise ConfigError("mesh_backend", backend, f"must be one of {', '.join(MESH_BACKENDS)}{suggest(str(backend), MESH_BACKENDS)}")
     mesh = MeshConfig(
         mesh_name=check_dns_label("mesh_name", values.get("mesh_name", "app-mesh")),
         namespace=check_dns_label("namespace", values.get("namespace", "lab-appmesh")),
         topology=topology,
         services_per_stack=check_int("services_per_stack", values.get("services_per_stack", 40), 1, 80),
+        backend=backend,
     )
-    return AppConfig(
+    config = AppConfig(
         account,
         region,
         stack_prefix,
@@ -235,9 +307,15 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str]) -> AppCo
         cluster,
         discovery,
         mesh,
-        termination_protection=_bool("termination_protection", values.get("termination_protection", False)),
+        termination_protection=check_bool("termination_protection", values.get("termination_protection", False)),
         pipeline=_pipeline(values),
+        today=today,
     )
+    # Last: whether the chosen mesh can express this topology (every unsupported setting at once).
+    from backends import check_backend  # backends import this module
+
+    check_backend(config)
+    return config
 
 
 _CONNECTION_ARN = re.compile(r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[0-9a-f-]{36}$")
@@ -268,7 +346,7 @@ def _pipeline(values: Mapping[str, Any]) -> PipelineConfig | None:
     branch = values.get("pipeline_branch", "main")
     if not isinstance(branch, str) or not branch or any(c in branch for c in " ~^:?*[\\"):
         raise ConfigError("pipeline_branch", branch, "must be a git branch name")
-    stages = tuple(str(s) for s in _list(values.get("pipeline_stages", ["dev", "prod"])))
+    stages = tuple(str(s) for s in as_list("pipeline_stages", values.get("pipeline_stages", ["dev", "prod"])))
     if not stages:
         raise ConfigError("pipeline_stages", [], "list at least one stage, e.g. dev,prod")
     for stage in stages:
@@ -278,7 +356,7 @@ def _pipeline(values: Mapping[str, Any]) -> PipelineConfig | None:
         raise ConfigError("pipeline_stages", list(stages), "lists a stage twice")
     subsets = {}
     for key, default in (("pipeline_approval_stages", ["prod"]), ("pipeline_protected_stages", ["prod"])):
-        chosen = tuple(str(s) for s in _list(values.get(key, [s for s in default if s in stages])))
+        chosen = tuple(str(s) for s in as_list(key, values.get(key, [s for s in default if s in stages])))
         for stage in chosen:
             if stage not in stages:
                 raise ConfigError(key, stage, f"is not one of pipeline_stages ({', '.join(stages)})")
@@ -287,14 +365,7 @@ def _pipeline(values: Mapping[str, Any]) -> PipelineConfig | None:
 
 
 def _topology_with_weights(values: Mapping[str, Any]) -> Topology:
-    raw = values.get("topology")
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ConfigError("topology", raw, "must be a mapping (in cdk.json or a config file) or a JSON object") from None
-    if not isinstance(raw, Mapping):
-        raise ConfigError("topology", raw, "must be a mapping of services, virtual_services and gateway; cdk.json defines the default")
+    raw = _topology_patch(values.get("topology"))
     raw = json.loads(json.dumps(raw, default=str))  # a private deep copy we may edit
     for key, value in values.items():
         if not key.startswith(WEIGHTS_PREFIX):
@@ -318,7 +389,7 @@ def _network(values: Mapping[str, Any], region: str) -> NetworkConfig:
     prefix = int(vpc_cidr.split("/")[1])
     if not 16 <= prefix <= 20:
         raise ConfigError("vpc_cidr", vpc_cidr, "use a /16 to /20 block: EKS needs room for pod IPs in every subnet")
-    zones = tuple(str(z) for z in _list(values.get("availability_zones")))
+    zones = tuple(str(z) for z in as_list("availability_zones", values.get("availability_zones")))
     for zone in zones:
         if not re.match(rf"^{re.escape(region)}[a-z]$", zone):
             raise ConfigError("availability_zones", zone, f"must be zones of region {region}, e.g. {region}a")
@@ -338,8 +409,12 @@ def _network(values: Mapping[str, Any], region: str) -> NetworkConfig:
 
 
 def _cluster(values: Mapping[str, Any], topology: Topology) -> ClusterConfig:
-    release = release_for(str(values.get("kubernetes_version", "1.35")))
-    auto_mode = _bool("auto_mode", values.get("auto_mode", False))
+    version = values.get("kubernetes_version", "1.35")
+    if isinstance(version, float):
+        # JSON (cdk.json) has no way to keep "1.30" apart from 1.3: only a string is unambiguous.
+        raise ConfigError("kubernetes_version", version, 'was read as a number; write the version as a string, e.g. "1.35"')
+    release = release_for(str(version))
+    auto_mode = check_bool("auto_mode", values.get("auto_mode", False))
     desired = check_int("node_desired", values.get("node_desired", 3), 1, 100)
     minimum = check_int("node_min", values.get("node_min", 1), 1, 100)
     maximum = check_int("node_max", values.get("node_max", 4), 1, 100)
@@ -379,7 +454,9 @@ def _cluster(values: Mapping[str, Any], topology: Topology) -> ClusterConfig:
     endpoint_access = values.get("endpoint_access", "public_and_private")
     if endpoint_access not in ENDPOINT_ACCESS:
         raise ConfigError("endpoint_access", endpoint_access, f"must be one of {', '.join(ENDPOINT_ACCESS)}")
-    public_cidrs = tuple(check_cidr("endpoint_public_cidrs", c) for c in _list(values.get("endpoint_public_cidrs")))
+    public_cidrs = tuple(
+        check_cidr("endpoint_public_cidrs", c) for c in as_list("endpoint_public_cidrs", values.get("endpoint_public_cidrs"))
+    )
     if public_cidrs and endpoint_access == "private":
         raise ConfigError(
             "endpoint_public_cidrs", list(public_cidrs), "has no effect with endpoint_access=private; remove it or allow public access"
@@ -425,24 +502,6 @@ def _retention(key: str, value: Any) -> int:
     return days
 
 
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigError(key, value, "must be true or false")
-
-
-def _list(value: Any) -> list[Any]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
-
-
 def changed_settings(defaults: Mapping[str, Any], merged: Mapping[str, Any]) -> dict[str, str]:
     """The settings that differ from cdk.json, as `-c key=value` strings that build the same
     config again (the pipeline replays them in its synth step)."""
@@ -450,7 +509,10 @@ def changed_settings(defaults: Mapping[str, Any], merged: Mapping[str, Any]) -> 
     for key, value in merged.items():
         if is_cdk_internal(key) or defaults.get(key) == value:
             continue
-        if isinstance(value, bool):
+        if key == "topology" and isinstance(defaults.get(key), Mapping):
+            # Replayed as a merge patch over cdk.json's topology, as merge_layers applies it.
+            changed[key] = json.dumps(patch_between(defaults[key], value), sort_keys=True, separators=(",", ":"))
+        elif isinstance(value, bool):
             changed[key] = "true" if value else "false"
         elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) for v in value):
             changed[key] = ",".join(str(v) for v in value)

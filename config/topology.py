@@ -7,10 +7,10 @@ Everything here is validated on construction by `parse_topology`; the dataclasse
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
@@ -29,6 +29,9 @@ from .policies import (
     parse_retry,
     parse_timeout,
 )
+from .validate import as_list, as_mapping, check_cidr, check_dns_label, check_int, no_duplicates, reject_unknown
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 Exposure = Literal["none", "internal", "external"]
 Discovery = Literal["cloudmap", "dns"]
@@ -36,8 +39,6 @@ Mtls = Literal["strict", "off"]
 EXPOSURES: tuple[Exposure, ...] = ("none", "internal", "external")
 DISCOVERIES: tuple[Discovery, ...] = ("cloudmap", "dns")
 
-# DNS-1123 label: what Kubernetes accepts for Service names and label-derived object names.
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Longest suffix we append to a service name ("-router"); label values and Service names stop
 # at 63 characters (Kubernetes), so service names stop at 63 - len("-router").
 MAX_NAME_LENGTH = 63 - len("-router")
@@ -65,11 +66,11 @@ class Service:
     exposure: Exposure = "none"
     source_cidrs: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
-    # Inbound policies of the service's listener (App Mesh VirtualNode listener).
-    timeout_ms: int = 15_000
+    # Inbound policies of the service's listener (App Mesh VirtualNode listener); None is `off`.
+    timeout_ms: int | None = 15_000
     health_check: HealthCheck = DEFAULT_HEALTH_CHECK
     outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION
-    connection_pool: ConnectionPool = DEFAULT_CONNECTION_POOL
+    connection_pool: ConnectionPool | None = DEFAULT_CONNECTION_POOL
 
     @property
     def virtual_node(self) -> str:
@@ -86,7 +87,7 @@ class Route:
     prefix: str
     # (service name, weight) pairs, in configured order.
     targets: tuple[tuple[str, int], ...]
-    timeout_ms: int = 15_000
+    timeout_ms: int | None = 15_000
     retry: RetryPolicy | None = DEFAULT_RETRY
 
 
@@ -131,6 +132,8 @@ class Topology:
     # DROP_ALL: a service reaches only the virtual services it declares as backends.
     egress_filter: Literal["ALLOW_ALL", "DROP_ALL"] = "DROP_ALL"
     mtls: Mtls = "strict"
+    # Spans from the mesh's proxies (App Mesh: X-Ray daemon; Istio: OpenTelemetry to X-Ray).
+    tracing: Literal["on", "off"] = "on"
 
     def service(self, name: str) -> Service:
         return {s.name: s for s in self.services}[name]
@@ -157,36 +160,6 @@ def backend_env_name(virtual_service: str) -> str:
 # Parsing and validation
 
 
-def check_dns_label(key: str, value: Any, max_length: int = 63) -> str:
-    if not isinstance(value, str) or not _DNS1123_LABEL.match(value):
-        raise ConfigError(
-            key,
-            value,
-            "must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending "
-            "with a letter or digit (Kubernetes object names)",
-        )
-    if len(value) > max_length:
-        raise ConfigError(key, value, f"is {len(value)} characters; at most {max_length} are allowed here")
-    return value
-
-
-def check_int(key: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(key, value, f"must be an integer from {low} to {high}")
-    return value
-
-
-def check_cidr(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(key, value, "must be an IPv4 CIDR block with no host bits set, e.g. 203.0.113.0/24")
-    try:
-        return str(ipaddress.IPv4Network(value, strict=True))
-    except (ValueError, TypeError):
-        raise ConfigError(key, value, "must be an IPv4 CIDR block with no host bits set, e.g. 203.0.113.0/24") from None
-
-
 def check_prefix(key: str, value: Any, must_end_with_slash: bool = False) -> str:
     if not isinstance(value, str) or not _PREFIX.match(value) or len(value) > MAX_PREFIX_LENGTH:
         raise ConfigError(
@@ -202,30 +175,6 @@ def check_prefix(key: str, value: Any, must_end_with_slash: bool = False) -> str
             "a gateway route prefix must end with '/' (App Mesh rewrites the matched prefix to '/'), e.g. /eks/",
         )
     return value
-
-
-def _as_list(key: str, value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    raise ConfigError(key, value, "must be a list (or a comma-separated string)")
-
-
-def _as_mapping(key: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, value, "must be a mapping")
-    return value
-
-
-def _reject_unknown(key: str, given: Mapping[str, Any], allowed: set[str]) -> None:
-    from .settings import suggest  # local import: settings imports this module
-
-    for name in given:
-        if name not in allowed:
-            raise ConfigError(f"{key}.{name}", given[name], f"unknown key{suggest(name, allowed)}; accepted: {', '.join(sorted(allowed))}")
 
 
 _SERVICE_KEYS = {
@@ -247,21 +196,21 @@ _SERVICE_KEYS = {
 _ROUTE_KEYS = {"name", "prefix", "targets", "timeout_ms", "retry"}
 _GATEWAY_KEYS = {"name", "port", "replicas", "scheme", "routes"}
 _GATEWAY_ROUTE_KEYS = {"name", "prefix", "virtual_service"}
-_TOPOLOGY_KEYS = {"services", "virtual_services", "gateway", "discovery", "egress_filter", "mtls"}
+_TOPOLOGY_KEYS = {"services", "virtual_services", "gateway", "discovery", "egress_filter", "mtls", "tracing"}
 
 
 def parse_topology(raw: Any, key: str = "topology") -> Topology:
-    raw = _as_mapping(key, raw)
-    _reject_unknown(key, raw, _TOPOLOGY_KEYS)
+    raw = as_mapping(key, raw)
+    reject_unknown(key, raw, _TOPOLOGY_KEYS)
     services = tuple(
         _parse_service(f"{key}.services.{name}", name, spec)
-        for name, spec in _as_mapping(f"{key}.services", raw.get("services", {})).items()
+        for name, spec in as_mapping(f"{key}.services", raw.get("services", {})).items()
     )
     if not services:
         raise ConfigError(f"{key}.services", raw.get("services"), "define at least one service")
     virtual_services = tuple(
         _parse_virtual_service(f"{key}.virtual_services.{name}", name, spec)
-        for name, spec in _as_mapping(f"{key}.virtual_services", raw.get("virtual_services", {})).items()
+        for name, spec in as_mapping(f"{key}.virtual_services", raw.get("virtual_services", {})).items()
     )
     gateway_raw = raw.get("gateway")
     gateway = None if gateway_raw in (None, False) else _parse_gateway(f"{key}.gateway", gateway_raw)
@@ -274,18 +223,25 @@ def parse_topology(raw: Any, key: str = "topology") -> Topology:
     mtls = raw.get("mtls", "strict")
     if mtls not in ("strict", "off"):
         raise ConfigError(f"{key}.mtls", mtls, "must be strict (mutual TLS between all services) or off")
-    topology = Topology(services, virtual_services, gateway, discovery, egress, mtls)
+    tracing = raw.get("tracing", "on")
+    if tracing not in ("on", "off"):
+        raise ConfigError(f"{key}.tracing", tracing, "must be on (the mesh's proxies send spans to X-Ray) or off")
+    topology = Topology(services, virtual_services, gateway, discovery, egress, mtls, tracing)
     _check_references(key, topology)
     return topology
 
 
 def _parse_service(key: str, name: str, spec: Any) -> Service:
     check_dns_label(key, name, MAX_NAME_LENGTH)
-    spec = _as_mapping(key, spec or {})
-    _reject_unknown(key, spec, _SERVICE_KEYS)
+    spec = as_mapping(key, spec or {})
+    reject_unknown(key, spec, _SERVICE_KEYS)
     source = spec.get("source", f"services/{name}")
     if not isinstance(source, str) or not re.match(r"^services/[A-Za-z0-9_.-]+$", source):
         raise ConfigError(f"{key}.source", source, "must be a folder under services/, e.g. services/nodejs")
+    if not (PROJECT_ROOT / source / "Dockerfile").is_file():
+        # The image asset would otherwise fail deep inside jsii with a 50-line traceback.
+        present = ", ".join(sorted(p.parent.name for p in (PROJECT_ROOT / "services").glob("*/Dockerfile")))
+        raise ConfigError(f"{key}.source", source, f"has no Dockerfile (looked in {PROJECT_ROOT / source}); folders with one: {present}")
     protocol = spec.get("protocol", "http")
     if protocol != "http":
         raise ConfigError(f"{key}.protocol", protocol, "only http is supported by the services and the gateway")
@@ -298,15 +254,15 @@ def _parse_service(key: str, name: str, spec: Any) -> Service:
     exposure = spec.get("exposure", "none")
     if exposure not in EXPOSURES:
         raise ConfigError(f"{key}.exposure", exposure, f"must be one of {', '.join(EXPOSURES)}")
-    cidrs = tuple(check_cidr(f"{key}.source_cidrs", c) for c in _as_list(f"{key}.source_cidrs", spec.get("source_cidrs")))
+    cidrs = tuple(check_cidr(f"{key}.source_cidrs", c) for c in as_list(f"{key}.source_cidrs", spec.get("source_cidrs")))
     if exposure != "none" and not cidrs:
         raise ConfigError(
             f"{key}.source_cidrs",
             [],
             f"a service with exposure={exposure} needs a source-CIDR allowlist, e.g. [203.0.113.0/24] (0.0.0.0/0 for anyone)",
         )
-    build_args = _as_mapping(f"{key}.build_args", spec.get("build_args", {}))
-    backends = tuple(_as_list(f"{key}.backends", spec.get("backends")))
+    build_args = as_mapping(f"{key}.build_args", spec.get("build_args", {}))
+    backends = tuple(as_list(f"{key}.backends", spec.get("backends")))
     for backend in backends:
         if not isinstance(backend, str):
             raise ConfigError(f"{key}.backends", backend, "list virtual service names, e.g. [nodejs, crystal]")
@@ -333,16 +289,16 @@ def _parse_service(key: str, name: str, spec: Any) -> Service:
 
 def _parse_virtual_service(key: str, name: str, spec: Any) -> VirtualService:
     check_dns_label(key, name, MAX_NAME_LENGTH)
-    spec = _as_mapping(key, spec)
-    _reject_unknown(key, spec, {"routes"})
-    routes_raw = _as_list(f"{key}.routes", spec.get("routes"))
+    spec = as_mapping(key, spec)
+    reject_unknown(key, spec, {"routes"})
+    routes_raw = as_list(f"{key}.routes", spec.get("routes"))
     if not routes_raw:
         raise ConfigError(f"{key}.routes", spec.get("routes"), "define at least one route with a prefix and weighted targets")
     routes = []
     for index, route_raw in enumerate(routes_raw):
         route_key = f"{key}.routes[{index}]"
-        route_raw = _as_mapping(route_key, route_raw)
-        _reject_unknown(route_key, route_raw, _ROUTE_KEYS)
+        route_raw = as_mapping(route_key, route_raw)
+        reject_unknown(route_key, route_raw, _ROUTE_KEYS)
         default_name = f"route-to-{name}-app" + ("" if index == 0 else f"-{index + 1}")
         route_name = check_dns_label(f"{route_key}.name", route_raw.get("name", default_name))
         prefix = check_prefix(f"{route_key}.prefix", route_raw.get("prefix", "/"))
@@ -350,8 +306,8 @@ def _parse_virtual_service(key: str, name: str, spec: Any) -> VirtualService:
         timeout_ms = parse_timeout(f"{route_key}.timeout_ms", route_raw.get("timeout_ms"))
         retry = parse_retry(f"{route_key}.retry", route_raw.get("retry"), timeout_ms)
         routes.append(Route(route_name, prefix, targets, timeout_ms, retry))
-    _no_duplicates(f"{key}.routes", [r.name for r in routes], "route name")
-    _no_duplicates(f"{key}.routes", [r.prefix for r in routes], "route prefix")
+    no_duplicates(f"{key}.routes", [r.name for r in routes], "route name")
+    no_duplicates(f"{key}.routes", [r.prefix for r in routes], "route prefix")
     return VirtualService(name, tuple(routes))
 
 
@@ -379,22 +335,22 @@ def _parse_targets(key: str, value: Any) -> tuple[tuple[str, int], ...]:
         raise ConfigError(
             key, value, "all weights are 0, so the route would send traffic nowhere; give at least one target a weight above 0"
         )
-    _no_duplicates(key, [t for t, _ in targets], "target")
+    no_duplicates(key, [t for t, _ in targets], "target")
     return targets
 
 
 def _parse_gateway(key: str, spec: Any) -> Gateway:
-    spec = _as_mapping(key, spec)
-    _reject_unknown(key, spec, _GATEWAY_KEYS)
+    spec = as_mapping(key, spec)
+    reject_unknown(key, spec, _GATEWAY_KEYS)
     name = check_dns_label(f"{key}.name", spec.get("name", "ingress-gw"), MAX_NAME_LENGTH)
     scheme = spec.get("scheme", "internal")
     if scheme not in ("internal", "internet-facing"):
         raise ConfigError(f"{key}.scheme", scheme, "must be internal or internet-facing")
     routes = []
-    for index, raw in enumerate(_as_list(f"{key}.routes", spec.get("routes"))):
+    for index, raw in enumerate(as_list(f"{key}.routes", spec.get("routes"))):
         route_key = f"{key}.routes[{index}]"
-        raw = _as_mapping(route_key, raw)
-        _reject_unknown(route_key, raw, _GATEWAY_ROUTE_KEYS)
+        raw = as_mapping(route_key, raw)
+        reject_unknown(route_key, raw, _GATEWAY_ROUTE_KEYS)
         virtual_service = raw.get("virtual_service")
         if not isinstance(virtual_service, str):
             raise ConfigError(f"{route_key}.virtual_service", virtual_service, "name the virtual service this route sends to")
@@ -405,8 +361,8 @@ def _parse_gateway(key: str, spec: Any) -> Gateway:
                 virtual_service=virtual_service,
             )
         )
-    _no_duplicates(f"{key}.routes", [r.name for r in routes], "gateway route name")
-    _no_duplicates(f"{key}.routes", [r.prefix for r in routes], "gateway route prefix")
+    no_duplicates(f"{key}.routes", [r.name for r in routes], "gateway route name")
+    no_duplicates(f"{key}.routes", [r.prefix for r in routes], "gateway route prefix")
     return Gateway(
         name=name,
         port=check_int(f"{key}.port", spec.get("port", 8088), 1024, 65535),
@@ -414,14 +370,6 @@ def _parse_gateway(key: str, spec: Any) -> Gateway:
         scheme=scheme,
         routes=tuple(routes),
     )
-
-
-def _no_duplicates(key: str, names: list[str], what: str) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ConfigError(key, name, f"duplicate {what}; each must be unique")
-        seen.add(name)
 
 
 def _check_references(key: str, topology: Topology) -> None:
@@ -447,8 +395,13 @@ def _check_references(key: str, topology: Topology) -> None:
                     backend,
                     f"unknown virtual service; defined virtual services: {', '.join(sorted(vs_names)) or '(none)'}",
                 )
-            if backend == service.name:
-                raise ConfigError(f"{key}.services.{service.name}.backends", backend, "a service cannot call itself through the mesh")
+            targets = {target for route in topology.virtual_service(backend).routes for target, _ in route.targets}
+            if service.name in targets:
+                raise ConfigError(
+                    f"{key}.services.{service.name}.backends",
+                    backend,
+                    f"routes to {service.name} itself: a service cannot call itself through the mesh",
+                )
     if topology.gateway:
         for index, gateway_route in enumerate(topology.gateway.routes):
             if gateway_route.virtual_service not in vs_names:

@@ -33,7 +33,7 @@ in Envoy's admin page matches the charts:
 Policies (config/policies.py), mapped the way App Mesh maps them onto its Envoys:
 
 * Route `timeout_ms` -> the route's `timeout` (App Mesh: httpRoute.timeout.perRequest);
-  Route `retry` -> `retry_policy` (num_retries, per_try_timeout, retry_on from `RETRY_ON_EVENTS`);
+  Route `retry` -> `retry_policy` (num_retries, per_try_timeout, retry_on from config.policies.ENVOY_RETRY_ON);
   `retry: off` -> no retry policy at all.
 * Service `outlier_detection` -> `outlier_detection` on the clients' `<svc>-app` clusters
   (App Mesh: listener.outlierDetection, enforced by every client's Envoy): consecutive_5xx =
@@ -61,13 +61,13 @@ no traffic, and the model already refuses a route whose weights are all 0.
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
-from config.policies import RetryPolicy
+from config.policies import retry_on
 from config.topology import Route, Service, Topology, VirtualService
 
 LOCALHOST = "127.0.0.1"
@@ -78,21 +78,6 @@ UPSTREAM_IDLE_TIMEOUT = "4s"
 CONNECT_TIMEOUT = "1s"
 # A bound on open client connections across all listeners (Envoy warns when there is none).
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
-
-# App Mesh retry events -> Envoy `retry_on` conditions. App Mesh documents its events as:
-#   server-error      HTTP 500, 501, 502, 503, 504, 505, 506, 507, 508, 510, 511 -> "5xx"
-#                     (Envoy's 5xx also covers an upstream that does not answer at all)
-#   gateway-error     HTTP 502, 503, 504 -> "gateway-error"
-#   client-error      HTTP 409 -> "retriable-4xx" (Envoy's only retriable 4xx is 409)
-#   stream-error      "retry on refused stream" -> "refused-stream"
-#   connection-error  (TCP) the connection failed or dropped before an answer -> "connect-failure,reset"
-RETRY_ON_EVENTS: dict[str, tuple[str, ...]] = {
-    "server-error": ("5xx",),
-    "gateway-error": ("gateway-error",),
-    "client-error": ("retriable-4xx",),
-    "stream-error": ("refused-stream",),
-    "connection-error": ("connect-failure", "reset"),
-}
 
 # With egress_filter ALLOW_ALL, App Mesh's sidecar would also pass traffic to destinations that
 # are not in the mesh at all (a catch-all passthrough to the original destination). Locally there
@@ -274,16 +259,6 @@ def gateway_cluster(gateway: str, service: Service) -> str:
     return f"{gateway}-{service.virtual_node}"
 
 
-def retry_on(policy: RetryPolicy) -> str:
-    """Envoy's `retry_on` for an App Mesh retry policy (see RETRY_ON_EVENTS), no duplicates."""
-    conditions: list[str] = []
-    for event in (*policy.http_events, *policy.tcp_events):
-        for condition in RETRY_ON_EVENTS[event]:
-            if condition not in conditions:
-                conditions.append(condition)
-    return ",".join(conditions)
-
-
 def duration(milliseconds: int) -> str:
     """Envoy's JSON Duration: 15000 -> "15s", 300 -> "0.3s"."""
     return f"{Decimal(milliseconds) / 1000}s"
@@ -374,12 +349,12 @@ def render_inbound_config(
             raise ValueError(f"service {service.name} has {len(processes)} instance(s) but {len(inbound)} ingress listener port(s)")
         for index, (listen, process) in enumerate(zip(inbound, processes, strict=True)):
             local = f"{service.name}-local-{index}"
-            route = {
-                "name": f"inbound-{service.name}",
-                "match": {"prefix": "/"},
-                # The service's own request timeout; no retries on the inbound side (App Mesh has none).
-                "route": {"cluster": local, "timeout": duration(service.timeout_ms)},
-            }
+            # The service's own request timeout (`off`: Envoy's default, 15 s, as App Mesh's); no
+            # retries on the inbound side (App Mesh has none).
+            action: dict[str, Any] = {"cluster": local}
+            if service.timeout_ms is not None:
+                action["timeout"] = duration(service.timeout_ms)
+            route = {"name": f"inbound-{service.name}", "match": {"prefix": "/"}, "route": action}
             host = {"name": service.name, "domains": ["*"], "routes": [route]}
             name = f"inbound-{service.name}-{index}"
             item = _listener(name, listen, f"inbound_{service.name}_{index}".replace("-", "_"), name, [host], access_log)
@@ -389,8 +364,9 @@ def render_inbound_config(
             listeners.append(item)
             cluster = _static_cluster(local, [process])
             pool = service.connection_pool
-            limits = {"max_connections": pool.max_connections, "max_pending_requests": pool.max_pending_requests}
-            cluster["circuit_breakers"] = {"thresholds": [{"priority": "DEFAULT", **limits}]}
+            if pool is not None:
+                limits = {"max_connections": pool.max_connections, "max_pending_requests": pool.max_pending_requests}
+                cluster["circuit_breakers"] = {"thresholds": [{"priority": "DEFAULT", **limits}]}
             clusters.append(cluster)
     return _bootstrap("localmesh-inbound", ports.inbound_admin, listeners, clusters)
 
@@ -404,6 +380,51 @@ def _required_tls(topology: Topology, tls: MeshTls | None) -> MeshTls | None:
     if tls is None:
         raise ValueError("mtls is strict: pass the certificate files (tls=mesh_tls_files(...)), or set topology.mtls to off")
     return tls
+
+
+def render_edge_gateway(
+    topology: Topology,
+    hosted_zone: str,
+    *,
+    admin_port: int = 9901,
+    bind: str = "0.0.0.0",
+    upstream: Callable[[VirtualService], tuple[str, int]] | None = None,
+) -> dict[str, Any]:
+    """The gateway alone, in front of virtual services that a DNS name reaches and that split
+    traffic themselves (VPC Lattice): each gateway route sends its prefix, rewritten to `/` as
+    App Mesh's gateway does, to its virtual service's workshop name, with that name as the Host.
+    The virtual service (not this Envoy) then matches its own routes and applies its weights.
+
+    upstream: where a virtual service is reached (default: its workshop name and port); the local
+    tests point it at a process on 127.0.0.1.
+    """
+    gateway = topology.gateway
+    if gateway is None:
+        raise ValueError("the topology has no gateway")
+    reach = upstream or (lambda vs: (mesh_host(vs.name, hosted_zone), virtual_service_ports(topology, vs)[0]))
+    routes = []
+    clusters: dict[str, dict[str, Any]] = {}
+    for gateway_route in sorted(gateway.routes, key=lambda route: -len(route.prefix)):
+        vs = topology.virtual_service(gateway_route.virtual_service)
+        name = f"vs-{vs.name}"
+        action = {"cluster": name, "prefix_rewrite": "/", "host_rewrite_literal": mesh_host(vs.name, hosted_zone)}
+        routes.append({"name": gateway_route.name, "match": {"prefix": gateway_route.prefix}, "route": action})
+        address, port = reach(vs)
+        clusters[name] = {
+            "name": name,
+            # Re-resolved as DNS changes (a Lattice service's addresses are not fixed).
+            "type": "STRICT_DNS",
+            "dns_lookup_family": "V4_ONLY",
+            "connect_timeout": CONNECT_TIMEOUT,
+            "load_assignment": {
+                "cluster_name": name,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(port, address)}}]}],
+            },
+            "typed_extension_protocol_options": _protocol_options(),
+        }
+    host = {"name": gateway.name, "domains": ["*"], "routes": routes}
+    listener = _listener(gateway.name, gateway.port, gateway.name.replace("-", "_"), gateway.name, [host], True, bind=bind)
+    return _bootstrap(gateway.name, admin_port, [listener], list(clusters.values()))
 
 
 def _bootstrap(node: str, admin_port: int, listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -422,8 +443,8 @@ def _bootstrap(node: str, admin_port: int, listeners: list[dict[str, Any]], clus
     }
 
 
-def _address(port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": LOCALHOST, "port_value": port}}
+def _address(port: int, address: str = LOCALHOST) -> dict[str, Any]:
+    return {"socket_address": {"address": address, "port_value": port}}
 
 
 def _targets(vs: VirtualService) -> set[str]:
@@ -442,7 +463,9 @@ def _by_longest_prefix(routes: tuple[Route, ...]) -> list[Route]:
 
 def _weighted_action(topology: Topology, route: Route, cluster_of: Any) -> dict[str, Any]:
     clusters = [{"name": cluster_of(topology.service(target)), "weight": weight} for target, weight in route.targets if weight > 0]
-    action: dict[str, Any] = {"weighted_clusters": {"clusters": clusters}, "timeout": duration(route.timeout_ms)}
+    action: dict[str, Any] = {"weighted_clusters": {"clusters": clusters}}
+    if route.timeout_ms is not None:  # `off`: Envoy's default route timeout (15 s), as App Mesh's
+        action["timeout"] = duration(route.timeout_ms)
     if route.retry is not None:
         action["retry_policy"] = {
             "retry_on": retry_on(route.retry),
@@ -488,7 +511,7 @@ def _gateway_routes(topology: Topology, hosted_zone: str, cluster_of: Any) -> li
 
 
 def _listener(
-    name: str, port: int, stat_prefix: str, route_config: str, virtual_hosts: list[dict[str, Any]], access_log: bool
+    name: str, port: int, stat_prefix: str, route_config: str, virtual_hosts: list[dict[str, Any]], access_log: bool, bind: str = LOCALHOST
 ) -> dict[str, Any]:
     manager: dict[str, Any] = {
         "@type": _HCM,
@@ -505,7 +528,7 @@ def _listener(
         ]
     return {
         "name": name,
-        "address": _address(port),
+        "address": _address(port, bind),
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}],
     }
 
@@ -519,13 +542,18 @@ def _static_cluster(name: str, ports: list[int] | tuple[int, ...]) -> dict[str, 
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(port)}} for port in ports]}],
         },
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": _HTTP_OPTIONS,
-                "common_http_protocol_options": {"idle_timeout": UPSTREAM_IDLE_TIMEOUT},
-                "explicit_http_config": {"http_protocol_options": {}},
-            }
-        },
+        "typed_extension_protocol_options": _protocol_options(),
+    }
+
+
+def _protocol_options() -> dict[str, Any]:
+    """HTTP/1.1 upstream, idle connections dropped before the server drops them."""
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _HTTP_OPTIONS,
+            "common_http_protocol_options": {"idle_timeout": UPSTREAM_IDLE_TIMEOUT},
+            "explicit_http_config": {"http_protocol_options": {}},
+        }
     }
 
 

@@ -44,7 +44,7 @@ class SummaryError(ValueError):
     """A summary file that this version of meshdiff cannot read."""
 
 
-def summarize(topology: Topology, *, hosted_zone: str, mesh_name: str, namespace: str) -> dict[str, Any]:
+def summarize(topology: Topology, *, hosted_zone: str, mesh_name: str, namespace: str, mesh_backend: str = "appmesh") -> dict[str, Any]:
     """What the mesh looks like, as plain data (see the module docstring)."""
     summary: dict[str, Any] = {}
     # Mesh-wide settings (discovery, egress_filter and any added later).
@@ -57,7 +57,8 @@ def summarize(topology: Topology, *, hosted_zone: str, mesh_name: str, namespace
         virtual_service["awsName"] = f"{virtual_service['name']}.{hosted_zone}"
     summary["virtual_services"] = virtual_services
     summary["gateway"] = None if topology.gateway is None else _plain(topology.gateway, _hint(type(topology), "gateway"))
-    summary.update({"mesh": mesh_name, "namespace": namespace, "version": SUMMARY_VERSION})
+    # The backend is one line of the diff: the mesh-level changes read the same whichever renders them.
+    summary.update({"mesh": mesh_name, "namespace": namespace, "mesh_backend": mesh_backend, "version": SUMMARY_VERSION})
     return summary
 
 
@@ -68,6 +69,7 @@ def summarize_config(config: AppConfig) -> dict[str, Any]:
         hosted_zone=config.discovery.hosted_zone,
         mesh_name=config.mesh.mesh_name,
         namespace=config.mesh.namespace,
+        mesh_backend=config.mesh.backend,
     )
 
 

@@ -24,5 +24,13 @@ def generated_topology(services: int) -> dict[str, Any]:
 
 
 def scale_context(services: int) -> dict[str, Any]:
-    """Context overrides for a generated topology; node capacity sized for its pods."""
-    return {"topology": generated_topology(services), "node_desired": 4, "node_max": 100, "node_max_pods": 737, "auto_mode": False}
+    """Context overrides for a generated topology, in place of cdk.json's (a merge patch that
+    removes what the generated one does not have); node capacity sized for its pods."""
+    import json
+    from pathlib import Path
+
+    from config.settings import patch_between
+
+    default = json.loads((Path(__file__).resolve().parents[1] / "cdk.json").read_text())["context"]["topology"]
+    topology = patch_between(default, generated_topology(services))
+    return {"topology": topology, "node_desired": 4, "node_max": 100, "node_max_pods": 737, "auto_mode": False}

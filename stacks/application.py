@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from aws_cdk import Annotations, Aspects, Environment, Stack
 from constructs import Construct
 
+from backends import check_backend
+from backends.base import MeshBackend
 from components.nag import CdkProviderCheckovSkips
+from config.kubernetes import support_warning
 from config.settings import AppConfig
 
 from .cluster import ClusterStack
@@ -16,58 +19,85 @@ from .discovery import DiscoveryStack
 from .mesh_workload import MeshRoutingStack, MeshServicesStack
 from .network import NetworkStack
 from .platform import MeshPlatformStack
-
-APP_MESH_END_OF_SUPPORT = (
-    "AWS discontinued App Mesh on 2026-09-30: existing meshes keep running, but AWS ships no "
-    "fixes and the service may stop accepting changes. This app still deploys App Mesh as the "
-    "workshop does; the topology model (config/topology.py) is independent of App Mesh so that "
-    "another backend can render it. See README, 'App Mesh end of support'."
-)
+from .preflight import PreflightStack
 
 
 @dataclass(frozen=True)
 class Application:
+    backend: MeshBackend
+    preflight: PreflightStack | None
     network: NetworkStack
     cluster: ClusterStack
-    discovery: DiscoveryStack
+    discovery: DiscoveryStack | None
     platform: MeshPlatformStack
     services: tuple[MeshServicesStack, ...]
     routing: MeshRoutingStack
 
     @property
     def stacks(self) -> list[Stack]:
-        return [self.network, self.cluster, self.discovery, self.platform, *self.services, self.routing]
+        first = [self.preflight] if self.preflight else []
+        discovery = [self.discovery] if self.discovery else []
+        return [*first, self.network, self.cluster, *discovery, self.platform, *self.services, self.routing]
 
 
 def build_application(scope: Construct, config: AppConfig) -> Application:
+    # Refuses (ConfigError) a topology the backend cannot express, before any construct exists.
+    backend = check_backend(config)
     env = Environment(account=config.account, region=config.region)
     prefix = config.stack_prefix
+    title = f"{backend.title} on EKS"
 
     def name(unit: str) -> str:
         return f"{prefix}-{unit}"
 
-    network = NetworkStack(scope, name("Network"), config=config.network, env=env, description="App Mesh on EKS: VPC")
-    cluster = ClusterStack(
-        scope, name("Cluster"), config=config.cluster, vpc=network.vpc, env=env, description="App Mesh on EKS: EKS cluster and nodes"
+    check = backend.preflight()
+    preflight = (
+        PreflightStack(
+            scope,
+            name("Preflight"),
+            preflight=check,
+            log_retention_days=config.cluster.log_retention_days,
+            env=env,
+            description=f"{title}: preflight, {check.iam_action} must answer before anything else is deployed",
+        )
+        if check
+        else None
     )
-    discovery = DiscoveryStack(
-        scope,
-        name("Discovery"),
-        config=config.discovery,
-        vpc=network.vpc,
-        env=env,
-        description="App Mesh on EKS: Route53 zone, Cloud Map namespace",
+    network = NetworkStack(scope, name("Network"), config=config.network, env=env, description=f"{title}: VPC")
+    cluster = ClusterStack(
+        scope, name("Cluster"), config=config.cluster, vpc=network.vpc, env=env, description=f"{title}: EKS cluster and nodes"
+    )
+    needs = backend.discovery_needs(config.mesh.topology)
+    discovery = (
+        DiscoveryStack(
+            scope,
+            name("Discovery"),
+            config=config.discovery,
+            vpc=network.vpc,
+            needs=needs,
+            env=env,
+            description=f"{title}: "
+            + ", ".join(what for what, used in (("Route 53 zone", needs.hosted_zone), ("Cloud Map namespace", needs.cloud_map)) if used),
+        )
+        if needs.any
+        else None
     )
     platform = MeshPlatformStack(
         scope,
         name("MeshPlatform"),
         config=config,
+        backend=backend,
         cluster=cluster.cluster,
-        discovery=discovery.discovery,
+        vpc=network.vpc,
+        discovery=discovery.discovery if discovery else None,
         env=env,
-        description="App Mesh on EKS: App Mesh controller, mesh namespace, container logs",
+        description=f"{title}: mesh control plane, application namespace, container logs",
     )
-    Annotations.of(platform).add_warning_v2("appmesh-eks:app-mesh-discontinued", APP_MESH_END_OF_SUPPORT)
+    if backend.warning:
+        Annotations.of(platform).add_warning_v2(f"appmesh-eks:{backend.name}-not-deployable", backend.warning)
+    version_warning = support_warning(config.cluster.kubernetes, config.today)
+    if version_warning:
+        Annotations.of(cluster).add_warning_v2("appmesh-eks:kubernetes-support-ending", version_warning)
 
     services = list(config.mesh.topology.services)
     per_stack = config.mesh.services_per_stack
@@ -77,31 +107,33 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
             scope,
             name("MeshServices" if len(slices) == 1 else f"MeshServices{index + 1}"),
             config=config,
+            backend=backend,
             services=slice_,
             cluster=cluster.cluster,
             after=platform.ready,
             env=env,
-            description=f"App Mesh on EKS: services {slice_[0].name} .. {slice_[-1].name}",
+            description=f"{title}: services {slice_[0].name} .. {slice_[-1].name}",
         )
         for index, slice_ in enumerate(slices)
     )
     routing = MeshRoutingStack(
         scope,
         name("MeshRouting"),
-        config=config,
-        cluster=cluster.cluster,
-        discovery=discovery.discovery,
-        vpc=network.vpc,
+        context=platform.context,
+        backend=backend,
         after=platform.ready,
         service_manifests=[manifest for stack in service_stacks for manifest in stack.manifests.values()],
         env=env,
-        description="App Mesh on EKS: virtual routers and services, DNS names, ingress gateway",
+        description=f"{title}: routes, workshop names, ingress gateway",
     )
     for stack in service_stacks:
-        # Routes reference virtual nodes: create after, delete before (see MeshRoutingStack).
-        routing.add_stack_dependency(stack, "routes target the virtual nodes of these services")
-    application = Application(network, cluster, discovery, platform, service_stacks, routing)
+        # Routes target the services' workloads: create after, delete before (see MeshRoutingStack).
+        routing.add_stack_dependency(stack, "routes target the workloads of these services")
+    application = Application(backend, preflight, network, cluster, discovery, platform, service_stacks, routing)
     for deployable in application.stacks:
         deployable.termination_protection = config.termination_protection
         Aspects.of(deployable).add(CdkProviderCheckovSkips())
+        if preflight and deployable is not preflight:
+            # The preflight goes first: if the mesh's API does not answer, nothing else is created.
+            deployable.add_stack_dependency(preflight, "the mesh's API must answer before anything is created")
     return application

@@ -1,25 +1,25 @@
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import Annotations, CfnOutput, Duration, Stack
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
-from charts.appmesh import app_mesh_name
-from charts.workloads import MeshNames, gateway_chart, routing_chart, service_chart
-from components.discovery import ServiceDiscovery
-from components.mesh_workload import MAX_MANIFEST_BYTES, MeshWorkloadRole, attach_chart, chunk_by_size, imported_cluster, service_image
+from backends.base import MeshBackend, PlatformContext, mesh_names
+from charts.workloads import routing_chart, service_chart
+from components.mesh_workload import WorkloadRole, attach_chart, imported_cluster, service_image
 from components.smoke_test import SmokeTest
 from config.settings import AppConfig
 from config.topology import Service
 
 
 class MeshServicesStack(Stack):
-    """A slice of the services: image, IRSA role and one manifest (ServiceAccount, Deployment,
-    Service, VirtualNode) each. Slices keep every stack far from CloudFormation's limits."""
+    """A slice of the services: image, IRSA role (when the backend needs one) and one manifest
+    each (ServiceAccount, the backend's objects, Deployment, Service). Slices keep every stack
+    far from CloudFormation's limits; they are cut in topology order, so a service added at the
+    end never moves another (README: "Adding services")."""
 
     def __init__(
         self,
@@ -27,6 +27,7 @@ class MeshServicesStack(Stack):
         id: str,
         *,
         config: AppConfig,
+        backend: MeshBackend,
         services: list[Service],
         cluster: eks.ICluster,
         after: list[IConstruct],
@@ -46,28 +47,34 @@ class MeshServicesStack(Stack):
                     f"{service.name} is exposed to 0.0.0.0/0 (the workshop's default, to open it in a browser); "
                     f"limit it with topology.services.{service.name}.source_cidrs",
                 )
-            role = MeshWorkloadRole(
-                self,
-                f"Role-{service.name}",
-                cluster=cluster,
-                namespace=mesh.namespace,
-                service_account=service.name,
-                mesh_name=mesh.mesh_name,
-                mesh_resource=f"virtualNode/{app_mesh_name(service.virtual_node, mesh.namespace)}",
-            )
+            identity = backend.workload_identity(names, service, mesh.topology)
+            role_arn = None
+            if identity.statements:
+                role_arn = WorkloadRole(
+                    self, f"Role-{service.name}", cluster=cluster, namespace=mesh.namespace, identity=identity
+                ).role.role_arn
             image = service_image(self, service)
             self.images[service.name] = image
-            chart = service_chart(service, mesh.topology, names, image=image.image_uri, role_arn=role.role.role_arn, kplus=kplus)
-            # After the namespace (the controller's webhook must be ready) and the Mesh (members
-            # look it up); deleted before both, so the Mesh's finalizer never waits on them.
+            chart = service_chart(
+                service,
+                mesh.topology,
+                names,
+                image=image.image_uri,
+                role_arn=role_arn,
+                kplus=kplus,
+                parts=backend.service_parts(service, mesh.topology, names),
+            )
+            # After the namespace (its webhook must be answering) and whatever the backend's
+            # platform readies; deleted before both, so no finalizer waits on a missing controller.
             self.manifests[service.name] = attach_chart(local_cluster, f"Service-{service.name}", chart, after=after)
 
 
 class MeshRoutingStack(Stack):
-    """Virtual routers and services, their DNS names, and the ingress gateway.
+    """One manifest per virtual service (its routing and its weights), the names clients call,
+    and the ingress gateway.
 
-    Depends on every services stack: created after the virtual nodes it routes to and deleted
-    before them, so App Mesh never sees a route to a node that is already gone.
+    Depends on every services stack: created after the workloads it routes to and deleted before
+    them, so a mesh never sees a route to a node that is already gone.
     """
 
     def __init__(
@@ -75,54 +82,45 @@ class MeshRoutingStack(Stack):
         scope: Construct,
         id: str,
         *,
-        config: AppConfig,
-        cluster: eks.ICluster,
-        discovery: ServiceDiscovery,
-        vpc: ec2.IVpc,
+        context: PlatformContext,
+        backend: MeshBackend,
         after: list[IConstruct],
-        service_manifests: list[eks.KubernetesManifest],
+        service_manifests: Sequence[eks.KubernetesManifest],
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
+        config = context.config
         mesh = config.mesh
         topology = mesh.topology
         names = mesh_names(config)
-        local_cluster = imported_cluster(self, cluster)
-
-        def size(virtual_service: Any) -> int:
-            return len(json.dumps(routing_chart("probe", [virtual_service], topology, names).to_json()))
-
-        chunks = chunk_by_size(list(topology.virtual_services), size, MAX_MANIFEST_BYTES // 2)
-        self.routing = [
-            attach_chart(local_cluster, f"Routing-{index + 1}", routing_chart(f"routing-{index + 1}", chunk, topology, names), after=after)
-            for index, chunk in enumerate(chunks)
-        ]
-        for virtual_service in topology.virtual_services:
-            # The name must resolve for the app to connect and Envoy to intercept; any instance
-            # of the first target will do, Envoy picks the real destination by weight.
-            discovery.add_service_name(self, virtual_service.name, virtual_service.routes[0].targets[0][0])
+        local_cluster = imported_cluster(self, context.cluster)
+        # One manifest each: a canary step, or a new virtual service, changes exactly one.
+        self.routing = {
+            vs.name: attach_chart(
+                local_cluster, f"Routing-{vs.name}", routing_chart(vs, names, backend.routing_objects(vs, topology, names)), after=after
+            )
+            for vs in topology.virtual_services
+        }
+        backend.name_records(self, context, after=[*after, *service_manifests, *self.routing.values()])
 
         self.gateway = None
-        if topology.gateway:
-            gateway = topology.gateway
-            role = MeshWorkloadRole(
-                self,
-                "GatewayRole",
-                cluster=cluster,
-                namespace=mesh.namespace,
-                service_account=gateway.name,
-                mesh_name=mesh.mesh_name,
-                mesh_resource=f"virtualGateway/{app_mesh_name(gateway.name, mesh.namespace)}",
-            )
-            chart = gateway_chart(gateway, topology, names, role_arn=role.role.role_arn, kplus=config.cluster.kubernetes.cdk8s_plus())
-            # Gateway routes target virtual services: created after them, deleted before them.
-            self.gateway = attach_chart(local_cluster, "Gateway", chart, after=[*after, *self.routing])
-
-        # Load balancer addresses exist only once Kubernetes has provisioned them; read them back
-        # through the kubectl provider so they become stack outputs (and smoke-test inputs).
         self.urls: dict[str, str] = {}
-        if topology.gateway and self.gateway:
-            self.urls["gateway"] = self._load_balancer_url(local_cluster, "Gateway", topology.gateway.name, mesh.namespace, self.gateway)
+        if topology.gateway:
+            identity = backend.workload_identity(names, topology.gateway, topology)
+            role_arn = None
+            if identity.statements:
+                role_arn = WorkloadRole(
+                    self, "GatewayRole", cluster=context.cluster, namespace=mesh.namespace, identity=identity
+                ).role.role_arn
+            # Gateway routes target virtual services: created after them, deleted before them.
+            self.gateway = backend.install_gateway(
+                self, context, topology.gateway, role_arn=role_arn, after=[*after, *self.routing.values()]
+            )
+            # Load balancer addresses exist only once Kubernetes has provisioned them; read them
+            # back through the kubectl provider so they become stack outputs and smoke-test inputs.
+            self.urls["gateway"] = self._load_balancer_url(
+                local_cluster, "Gateway", self.gateway.service_name, mesh.namespace, *self.gateway.installed
+            )
             CfnOutput(self, "GatewayUrl", value=self.urls["gateway"], description="Internal NLB of the gateway: <url>/eks/")
         for service in topology.services:
             if service.exposure != "none":
@@ -132,7 +130,7 @@ class MeshRoutingStack(Stack):
         self.smoke_test = SmokeTest(
             self,
             "SmokeTest",
-            vpc=vpc,
+            vpc=context.vpc,
             gateway_url=self.urls.get("gateway"),
             gateway_prefixes=[route.prefix for route in topology.gateway.routes] if topology.gateway else [],
             frontend_url=self.urls.get("frontend"),
@@ -163,12 +161,3 @@ class MeshRoutingStack(Stack):
 
 def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("-"))
-
-
-def mesh_names(config: AppConfig) -> MeshNames:
-    return MeshNames(
-        mesh=config.mesh.mesh_name,
-        namespace=config.mesh.namespace,
-        hosted_zone=config.discovery.hosted_zone,
-        cloud_map_namespace=config.discovery.cloud_map_namespace,
-    )

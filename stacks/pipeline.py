@@ -35,14 +35,18 @@ _RUN_SMOKE_TEST = [
 
 
 def stage_config(config: AppConfig, stage: str, protected: bool) -> AppConfig:
-    """The application's config for one stage: stages share an account and region, so the
-    regional names (EKS cluster, App Mesh mesh) carry the stage as a suffix."""
+    """The application's config for one stage. Stages share an account and region, so the names
+    that are unique per account and region carry the stage: the EKS cluster, the mesh, and the
+    Cloud Map namespace (the App Mesh controller takes the first namespace with its name, so two
+    stages with one name would register in each other's)."""
+    first, _, rest = config.discovery.cloud_map_namespace.partition(".")
     return dataclasses.replace(
         config,
         pipeline=None,
         termination_protection=protected,
         cluster=dataclasses.replace(config.cluster, name=f"{config.cluster.name}-{stage}"),
         mesh=dataclasses.replace(config.mesh, mesh_name=f"{config.mesh.mesh_name}-{stage}"),
+        discovery=dataclasses.replace(config.discovery, cloud_map_namespace=f"{first}-{stage}.{rest}"),
     )
 
 

@@ -90,6 +90,33 @@ def application(default_synth: Synthesized) -> Any:
     return default_synth.application
 
 
+# How each backend is synthesized in the tests: the default topology, except for Lattice, which
+# cannot express it (config/examples/lattice.yaml is the topology it can).
+BACKEND_OVERRIDES: dict[str, dict[str, Any]] = {
+    "appmesh": {},
+    "istio": {"mesh_backend": "istio"},
+    "lattice": {"config": "config/examples/lattice.yaml"},
+}
+
+
+class Synths:
+    """Each backend's app, synthesized (with cdk-nag) the first time a test asks for it."""
+
+    def __init__(self, default: Synthesized, factory: pytest.TempPathFactory) -> None:
+        self._done = {"appmesh": default}
+        self._factory = factory
+
+    def __getitem__(self, backend: str) -> Synthesized:
+        if backend not in self._done:
+            self._done[backend] = synthesize(self._factory.mktemp(f"cdk-{backend}"), BACKEND_OVERRIDES[backend], nag=True)
+        return self._done[backend]
+
+
+@pytest.fixture(scope="session")
+def synths(default_synth: Synthesized, tmp_path_factory: pytest.TempPathFactory) -> Synths:
+    return Synths(default_synth, tmp_path_factory)
+
+
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 

@@ -33,6 +33,15 @@ def run_app(tmp_path: Path, *context: str) -> subprocess.CompletedProcess[str]:
         ("kubernetes_version=1.25", "config error: kubernetes_version='1.25': Kubernetes 1.25 is past the end of EKS support"),
         ("node_instance_type=t2.micro", "config error: node_instance_type='t2.micro': holds 4 pods per node"),
         ("clustr_name=x", "config error: clustr_name='x': unknown setting (did you mean cluster_name?)"),
+        ("mesh_backend=linkerd", "config error: mesh_backend='linkerd': must be one of appmesh, istio, lattice"),
+        (
+            "mesh_backend=lattice",
+            "config error: mesh_backend='lattice': cannot express 19 setting(s) of this topology: per-route request timeout at ",
+        ),
+        (
+            'topology={"services": {"crystal": {"source": "services/crystall"}}}',
+            "config error: topology.services.crystal.source='services/crystall': has no Dockerfile",
+        ),
     ],
 )
 def test_invalid_config_prints_one_line_and_writes_nothing(tmp_path: Path, setting: str, message: str) -> None:
@@ -57,6 +66,7 @@ def test_valid_config_writes_templates_and_the_mesh_summary(tmp_path: Path) -> N
         "AppMesh-MeshRouting.template.json",
         "AppMesh-MeshServices.template.json",
         "AppMesh-Network.template.json",
+        "AppMesh-Preflight.template.json",
     ]
     summary = json.loads((tmp_path / "mesh-topology.json").read_text())
     assert summary["mesh"] == "app-mesh"

@@ -29,6 +29,10 @@ def summary_with(**overrides: Any) -> dict[str, Any]:
 
 def summary_of_topology(mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """The summary of cdk.json's topology after `mutate` edits (a copy of) its raw form."""
-    topology = copy.deepcopy(cdk_json_context()["topology"])
+    from config.settings import patch_between
+
+    default = cdk_json_context()["topology"]
+    topology = copy.deepcopy(default)
     mutate(topology)
-    return summary_with(topology=topology)
+    # The edited topology as the merge patch a user would write (null removes).
+    return summary_with(topology=patch_between(default, topology))

@@ -12,9 +12,12 @@ import pytest
 
 from tests.conftest import Synthesized, normalize_template, synthesize
 
+BACKENDS = ["appmesh", "istio", "lattice"]
 
-def test_cfn_lint_reports_no_errors(default_synth: Synthesized) -> None:
-    templates = sorted(str(p) for p in default_synth.outdir.glob("*.template.json"))
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cfn_lint_reports_no_errors(synths: Any, backend: str) -> None:
+    templates = sorted(str(p) for p in synths[backend].outdir.glob("*.template.json"))
     assert templates
     # Errors only: the W-level findings are CDK's own redundant DependsOn (W3005).
     result = subprocess.run(
@@ -37,9 +40,10 @@ def _nag_violations(outdir: Path) -> list[str]:
     ]
 
 
-def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(default_synth: Synthesized) -> None:
-    assert _nag_violations(default_synth.outdir) == []
-    assert default_synth.error is None
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(synths: Any, backend: str) -> None:
+    assert _nag_violations(synths[backend].outdir) == []
+    assert synths[backend].error is None
 
 
 def test_cdk_nag_catches_a_deliberately_bad_construct(tmp_path: Path) -> None:
@@ -64,10 +68,33 @@ def test_cdk_nag_catches_a_deliberately_bad_construct(tmp_path: Path) -> None:
     assert "AwsSolutions-IAM5[Action::s3:*]" in rules
 
 
-@pytest.mark.parametrize("unit", ["network", "cluster", "discovery", "platform", "services", "routing"])
-def test_stack_snapshot(default_synth: Synthesized, application: Any, unit: str, snapshot: Any) -> None:
+# The stacks each backend has (Istio needs no Route 53 zone or Cloud Map; only App Mesh a preflight).
+_STACKS = {
+    "appmesh": ["preflight", "network", "cluster", "discovery", "platform", "services", "routing"],
+    "istio": ["network", "cluster", "platform", "services", "routing"],
+    "lattice": ["network", "cluster", "discovery", "platform", "services", "routing"],
+}
+
+
+@pytest.mark.parametrize(("backend", "unit"), [(backend, unit) for backend, units in _STACKS.items() for unit in units])
+def test_stack_snapshot(synths: Any, backend: str, unit: str, snapshot: Any) -> None:
+    application = synths[backend].application
     stack = application.services[0] if unit == "services" else getattr(application, unit)
-    assert normalize_template(default_synth.template_json(stack)) == snapshot
+    assert normalize_template(synths[backend].template_json(stack)) == snapshot
+
+
+def test_each_backend_has_exactly_its_stacks(synths: Any) -> None:
+    names = {
+        "preflight": "Preflight",
+        "network": "Network",
+        "cluster": "Cluster",
+        "discovery": "Discovery",
+        "platform": "MeshPlatform",
+        "services": "MeshServices",
+        "routing": "MeshRouting",
+    }
+    for backend, units in _STACKS.items():
+        assert [s.stack_name for s in synths[backend].application.stacks] == [f"AppMesh-{names[unit]}" for unit in units], backend
 
 
 def test_two_synths_of_the_same_config_are_byte_identical(default_synth: Synthesized, tmp_path: Path) -> None:

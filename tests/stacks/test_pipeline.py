@@ -106,9 +106,17 @@ def test_prod_stacks_are_termination_protected(pipeline_synth: Synthesized) -> N
 
 
 def test_stage_names_regional_resources_apart(pipeline_synth: Synthesized) -> None:
+    """Stages share an account and region: the cluster, the mesh and the Cloud Map namespace (the
+    App Mesh controller takes the first namespace with its name) carry the stage."""
     for name in ("dev", "prod"):
         application = pipeline_synth.application.stages[name].application
         pipeline_synth.template(application.cluster).has_resource_properties("AWS::EKS::Cluster", {"Name": f"app-mesh-{name}"})
+        pipeline_synth.template(application.discovery).has_resource_properties(
+            "AWS::ServiceDiscovery::PrivateDnsNamespace", {"Name": f"appmesh-{name}.pvt.local"}
+        )
+        assert f'"name":"app-mesh-{name}"' in json.dumps(pipeline_synth.template_json(application.platform)).replace(" ", "").replace(
+            "\\", ""
+        )
 
 
 _PRUNE_LABEL = re.compile(r"aws\.cdk\.eks/prune-c8[0-9a-f]{40}")
@@ -125,7 +133,12 @@ def test_the_pipeline_stage_deploys_the_same_templates_as_cdk_deploy_all(pipelin
     """One definition of the application: a stage's templates equal a direct synth's."""
     direct = synthesize(
         tmp_path,
-        {"account": "123456789012", "cluster_name": "app-mesh-dev", "mesh_name": "app-mesh-dev"},
+        {
+            "account": "123456789012",
+            "cluster_name": "app-mesh-dev",
+            "mesh_name": "app-mesh-dev",
+            "cloud_map_namespace": "appmesh-dev.pvt.local",
+        },
     )
     stage = pipeline_synth.application.stages["dev"].application
     assert [s.stack_name for s in stage.stacks] == [f"Dev-{s.stack_name}" for s in direct.application.stacks]
@@ -197,3 +210,24 @@ def test_pipeline_defaults_dev_then_prod_with_approval_and_protection() -> None:
         ("prod",),
         "main",
     )
+
+
+def test_the_same_stage_definition_deploys_istio(tmp_path: Path) -> None:
+    """The backend is a setting the pipeline replays: an Istio pipeline's stage is the direct
+    Istio synth, stack for stack."""
+    staged = synthesize(tmp_path / "pipeline", {**PIPELINE, "mesh_backend": "istio"})
+    direct = synthesize(
+        tmp_path / "direct",
+        {"account": "123456789012", "cluster_name": "app-mesh-dev", "mesh_name": "app-mesh-dev", "mesh_backend": "istio"},
+    )
+    stage = staged.application.stages["dev"].application
+    assert stage.backend.name == "istio" and stage.preflight is None and stage.discovery is None
+    assert [s.stack_name for s in stage.stacks] == [f"Dev-{s.stack_name}" for s in direct.application.stacks]
+    for staged_stack, plain in zip(stage.stacks, direct.application.stacks, strict=True):
+        assert _normalized(staged.template_json(staged_stack)) == _normalized(direct.template_json(plain)), plain.stack_name
+    (synth,) = [
+        p
+        for p in staged.template_json(staged.application)["Resources"].values()
+        if p["Type"] == "AWS::CodeBuild::Project" and "make test" in json.dumps(p)
+    ]
+    assert "mesh_backend=istio" in json.dumps(synth["Properties"]["Source"]["BuildSpec"])

@@ -9,15 +9,6 @@ from aws_cdk.assertions import Match
 
 from tests.conftest import Synthesized
 
-
-def _statement(template: Any, sid: str) -> dict[str, Any]:
-    for policy in template.find_resources("AWS::IAM::Policy").values():
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            if statement.get("Sid") == sid:
-                return statement  # type: ignore[no-any-return]
-    raise AssertionError(f"no statement {sid}")
-
-
 # -- network ---------------------------------------------------------------------------------
 
 
@@ -119,6 +110,7 @@ def test_node_role_carries_no_mesh_or_xray_permissions(default_synth: Synthesize
 
 
 def test_private_zone_and_cloud_map_namespace_are_on_the_vpc(default_synth: Synthesized, application: Any) -> None:
+    """App Mesh uses both; Istio neither (its DNS proxy answers the workshop names); Lattice the zone."""
     template = default_synth.template(application.discovery)
     template.has_resource_properties(
         "AWS::Route53::HostedZone",
@@ -133,156 +125,17 @@ def test_private_zone_and_cloud_map_namespace_are_on_the_vpc(default_synth: Synt
     )
 
 
-# -- mesh platform ---------------------------------------------------------------------------
+# -- for every backend --------------------------------------------------------------------------
 
 
-def test_controller_helm_release_is_pinned_with_tracing(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.platform)
-    template.has_resource_properties(
-        "Custom::AWSCDK-EKS-HelmChart",
-        {
-            "Chart": "appmesh-controller",
-            "Release": "appmesh-controller",
-            "Version": "1.13.3",
-            "Repository": "https://aws.github.io/eks-charts",
-            "Namespace": "appmesh-system",
-            "Wait": True,
-        },
-    )
-    release = next(iter(template.find_resources("Custom::AWSCDK-EKS-HelmChart").values()))
-    parts = release["Properties"]["Values"]["Fn::Join"][1]
-    values = json.loads("".join(p if isinstance(p, str) else "ACCOUNT" for p in parts))
-    assert values == {
-        "region": "us-west-1",
-        "accountId": "ACCOUNT",
-        "serviceAccount": {"create": False, "name": "appmesh-controller"},
-        "tracing": {"enabled": True, "provider": "x-ray"},
-        "xray": {"image": {"repository": "public.ecr.aws/xray/aws-xray-daemon", "tag": "3.3.13"}},
-        "sidecar": {"waitUntilProxyReady": True},
-    }
-
-
-def _manifest_of(resource: dict[str, Any]) -> list[dict[str, Any]]:
-    manifest = resource["Properties"]["Manifest"]
-    if isinstance(manifest, dict):
-        manifest = "".join(p if isinstance(p, str) else "TOKEN" for p in manifest["Fn::Join"][1])
-    return json.loads(manifest)  # type: ignore[no-any-return]
-
-
-def _manifests(template: Any) -> dict[str, tuple[list[dict[str, Any]], Any]]:
-    return {
-        name: (_manifest_of(resource), resource.get("DependsOn", []))
-        for name, resource in template.find_resources("Custom::AWSCDK-EKS-KubernetesResource").items()
-    }
-
-
-def test_mesh_namespace_has_the_seed_labels_and_waits_for_the_controller(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.platform)
-    release_id = next(iter(template.find_resources("Custom::AWSCDK-EKS-HelmChart")))
-    (namespace_id,) = [
-        name
-        for name, (objects, _) in _manifests(template).items()
-        if objects[0]["kind"] == "Namespace" and objects[0]["metadata"]["name"] == "lab-appmesh"
-    ]
-    objects, depends_on = _manifests(template)[namespace_id]
-    labels = objects[0]["metadata"]["labels"]
-    assert {k: v for k, v in labels.items() if not k.startswith(("aws.cdk.eks/prune", "pod-security."))} == {
-        "mesh": "app-mesh",
-        "appmesh.k8s.aws/sidecarInjectorWebhook": "enabled",
-        "gateway": "ingress-gw",
-    }
-    assert release_id in depends_on
-
-
-def test_controller_runs_as_its_irsa_service_account_created_before_the_release(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.platform)
-    release = next(iter(template.find_resources("Custom::AWSCDK-EKS-HelmChart").values()))
-    (account_id,) = [name for name, (objects, _) in _manifests(template).items() if objects[0]["kind"] == "ServiceAccount"]
-    objects, _ = _manifests(template)[account_id]
-    assert objects[0]["metadata"]["name"] == "appmesh-controller"
-    assert objects[0]["metadata"]["namespace"] == "appmesh-system"
-    assert objects[0]["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "TOKEN"}
-    assert account_id in release["DependsOn"]
-
-
-def test_controller_role_is_trusted_only_by_its_service_account(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.platform)
-    conditions = {
-        name: json.dumps(resource["Properties"]["Value"])
-        for name, resource in template.find_resources("Custom::AWSCDKCfnJson").items()
-        if "appmesh-controller" in json.dumps(resource["Properties"]["Value"])
-    }
-    assert len(conditions) == 1
-    ((condition_id, condition),) = conditions.items()
-    assert ':sub\\":\\"system:serviceaccount:appmesh-system:appmesh-controller' in condition
-    assert ':aud\\":\\"sts.amazonaws.com' in condition
-    template.has_resource_properties(
-        "AWS::IAM::Role",
-        {
-            "AssumeRolePolicyDocument": {
-                "Statement": [
-                    {
-                        "Action": "sts:AssumeRoleWithWebIdentity",
-                        "Condition": {"StringEquals": {"Fn::GetAtt": [condition_id, "Value"]}},
-                        "Effect": "Allow",
-                        "Principal": {"Federated": Match.any_value()},
-                    }
-                ],
-                "Version": "2012-10-17",
-            }
-        },
-    )
-
-
-def test_controller_policy_is_scoped_to_the_mesh(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.platform)
-    manage = _statement(template, "ManageTheMeshAndItsResources")
-    assert manage["Effect"] == "Allow"
-    assert set(manage["Action"]) >= {
-        "appmesh:CreateVirtualNode",
-        "appmesh:DeleteMesh",
-        "appmesh:DescribeGatewayRoute",
-        "appmesh:ListVirtualRouters",
-    }
-    assert all(action.startswith("appmesh:") and "*" not in action for action in manage["Action"])
-    resources = json.dumps(manage["Resource"])
-    assert ":mesh/app-mesh" in resources and ":mesh/app-mesh/*" in resources
-    assert _statement(template, "FindMeshes")["Action"] == "appmesh:ListMeshes"
-
-
-def test_controller_may_create_only_the_app_mesh_service_linked_role(default_synth: Synthesized, application: Any) -> None:
-    statement = _statement(default_synth.template(application.platform), "AppMeshServiceLinkedRole")
-    assert statement["Action"] == "iam:CreateServiceLinkedRole"
-    assert statement["Condition"] == {"StringLike": {"iam:AWSServiceName": "appmesh.amazonaws.com"}}
-    assert "role/aws-service-role/appmesh.amazonaws.com/AWSServiceRoleForAppMesh" in json.dumps(statement["Resource"])
-
-
-def test_controller_cloud_map_permissions(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.platform)
-    create = _statement(template, "CloudMapServicesInTheMeshNamespace")
-    assert set(create["Action"]) == {"servicediscovery:CreateService", "servicediscovery:GetNamespace"}
-    assert "Fn::ImportValue" in json.dumps(create["Resource"])  # the namespace's ARN, not *
-    instances = _statement(template, "CloudMapInstances")
-    assert "servicediscovery:RegisterInstance" in instances["Action"]
-    assert ":service/*" in json.dumps(instances["Resource"])
-    records = _statement(template, "CloudMapRecords")
-    assert records["Action"] == "route53:ChangeResourceRecordSets"
-    assert ":hostedzone/" in json.dumps(records["Resource"])
-    acm = _statement(template, "ReadCertificatesForTls")
-    assert set(acm["Action"]) == {
-        "acm:ListCertificates",
-        "acm:DescribeCertificate",
-        "acm-pca:DescribeCertificateAuthority",
-        "acm-pca:ListCertificateAuthorities",
-    }
-
-
-def test_no_full_access_managed_policy_anywhere(default_synth: Synthesized, application: Any) -> None:
-    for stack in application.stacks:
-        for name, role in default_synth.template(stack).find_resources("AWS::IAM::Role").items():
-            attached = json.dumps(role["Properties"].get("ManagedPolicyArns", []))
-            assert "FullAccess" not in attached, f"{stack.stack_name}/{name} attaches {attached}"
-        assert "FullAccess" not in json.dumps(default_synth.template_json(stack).get("Resources", {})), stack.stack_name
+def test_no_full_access_managed_policy_anywhere(synths: Any) -> None:
+    for backend in ("appmesh", "istio", "lattice"):
+        synth = synths[backend]
+        for stack in synth.application.stacks:
+            for name, role in synth.template(stack).find_resources("AWS::IAM::Role").items():
+                attached = json.dumps(role["Properties"].get("ManagedPolicyArns", []))
+                assert "FullAccess" not in attached, f"{backend} {stack.stack_name}/{name} attaches {attached}"
+            assert "FullAccess" not in json.dumps(synth.template_json(stack).get("Resources", {})), stack.stack_name
 
 
 def test_container_logs_add_on_has_its_own_irsa_and_log_retention(default_synth: Synthesized, application: Any) -> None:
@@ -301,35 +154,6 @@ def test_container_logs_add_on_has_its_own_irsa_and_log_retention(default_synth:
     (role,) = [r for name, r in template.find_resources("AWS::IAM::Role").items() if name.startswith("ContainerLogsIdentityRole")]
     attached = json.dumps(role["Properties"]["ManagedPolicyArns"])
     assert "policy/CloudWatchAgentServerPolicy" in attached and "policy/AWSXrayWriteOnlyAccess" in attached
-
-
-def test_app_mesh_end_of_support_is_announced_at_synth(application: Any) -> None:
-    from aws_cdk.assertions import Annotations
-
-    warnings = Annotations.from_stack(application.platform).find_warning(
-        "*", Match.string_like_regexp("discontinued App Mesh on 2026-09-30")
-    )
-    assert len(warnings) == 1
-
-
-def test_namespace_pod_security_is_the_strictest_that_admits_meshed_pods(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.platform)
-    (objects,) = [objects for objects, _ in _manifests(template).values() if objects[0]["metadata"]["name"] == "lab-appmesh"]
-    labels = objects[0]["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
-    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
-    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
-
-
-def test_cert_manager_is_pinned_and_the_mesh_ca_waits_for_it(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.platform)
-    releases = template.find_resources("Custom::AWSCDK-EKS-HelmChart", {"Properties": {"Chart": "cert-manager"}})
-    ((release_id, release),) = releases.items()
-    assert release["Properties"]["Version"] == "v1.18.2"
-    assert release["Properties"]["Repository"] == "https://charts.jetstack.io"
-    assert json.loads(release["Properties"]["Values"]) == {"crds": {"enabled": True, "keep": False}}
-    (ca_id,) = [name for name, (objects, _) in _manifests(template).items() if objects[0]["kind"] == "Issuer"]
-    assert release_id in _manifests(template)[ca_id][1]
 
 
 def test_cluster_options_auto_mode_public_endpoint_allowlist_and_admin(tmp_path: Any) -> None:
@@ -358,3 +182,17 @@ def test_cluster_options_auto_mode_public_endpoint_allowlist_and_admin(tmp_path:
     (policy,) = admin["Properties"]["AccessPolicies"]
     assert policy["AccessScope"] == {"Type": "cluster"}
     assert "policy/AmazonEKSClusterAdminPolicy" in json.dumps(policy["PolicyArn"])
+
+
+def test_each_backend_creates_the_name_services_it_uses_and_no_others(synths: Any) -> None:
+    expected = {
+        "appmesh": {"AWS::Route53::HostedZone", "AWS::ServiceDiscovery::PrivateDnsNamespace"},
+        "lattice": {"AWS::Route53::HostedZone"},
+    }
+    for backend in ("appmesh", "istio", "lattice"):
+        application = synths[backend].application
+        if backend not in expected:
+            assert application.discovery is None
+            continue
+        types = {r["Type"] for r in synths[backend].template_json(application.discovery)["Resources"].values()}
+        assert types == expected[backend], backend

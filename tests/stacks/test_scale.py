@@ -25,3 +25,6 @@ def test_two_hundred_services_synthesize_within_limits(tmp_path: Path) -> None:
                 assert len(manifest) <= MAX_MANIFEST_BYTES
                 routers += manifest.count('\\"kind\\":\\"VirtualRouter\\"')
     assert routers == 199
+    # One manifest per virtual service: a new one never moves another between custom resources.
+    routing = json.loads((tmp_path / "AppMesh-MeshRouting.template.json").read_text())["Resources"]
+    assert sum(1 for name in routing if name.startswith("ClusterRouting")) == 199

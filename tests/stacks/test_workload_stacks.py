@@ -1,50 +1,38 @@
-"""The mesh's CDK wiring: identities, images, manifests and the order CloudFormation applies them."""
+"""The workloads' CDK wiring, for every backend: images, manifests, the order CloudFormation applies
+them, what a canary step changes, and what adding a service leaves where it was."""
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 import pytest
 
-from tests.conftest import Synthesized, synthesize
-from tests.stacks.test_platform_stacks import _manifests, _statement
+from tests.conftest import BACKEND_OVERRIDES, Synthesized, cdk_json_context, synthesize
+from tests.stacks.support import manifest_with, manifests
+
+BACKENDS = ["appmesh", "istio", "lattice"]
 
 
-def _kinds(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(o["kind"], o["metadata"]["name"]) for o in objects]
+def test_service_stacks_wait_for_the_platform_and_routing_for_every_service_stack(synths: Any) -> None:
+    for backend in BACKENDS:
+        application = synths[backend].application
+        for stack in application.services:
+            assert application.platform in stack.dependencies
+            assert stack in application.routing.dependencies
 
 
-def test_one_manifest_per_service_with_its_objects(default_synth: Synthesized, application: Any) -> None:
-    (services,) = application.services
-    manifests = _manifests(default_synth.template(services))
-    by_name = {name: objects for name, (objects, _) in manifests.items()}
-    assert len(by_name) == 4
-    nodejs = next(objects for objects in by_name.values() if ("VirtualNode", "nodejs-app") in _kinds(objects))
-    assert sorted(_kinds(nodejs)) == [
-        ("Certificate", "nodejs-tls"),
-        ("Deployment", "nodejs-app"),
-        ("PodDisruptionBudget", "nodejs-app"),
-        ("Service", "nodejs"),
-        ("ServiceAccount", "nodejs"),
-        ("VirtualNode", "nodejs-app"),
-    ]
-
-
-def test_service_manifests_wait_for_the_namespace_and_the_mesh(application: Any) -> None:
-    (services,) = application.services
-    assert application.platform in services.dependencies
-    assert all(stack in application.routing.dependencies for stack in application.services)
-    from aws_cdk import Stack
-
-    assert Stack.of(application.platform.mesh) is application.platform
-
-
-def test_charts_depend_on_the_controller_release(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.platform)
-    release_id = next(iter(template.find_resources("Custom::AWSCDK-EKS-HelmChart")))
-    (mesh_id,) = [name for name, (objects, _) in _manifests(template).items() if objects[0]["kind"] == "Mesh"]
-    assert release_id in _manifests(template)[mesh_id][1]
+def test_routing_depends_on_every_services_stack_even_when_nothing_is_exposed(tmp_path: Any) -> None:
+    """The load-balancer lookups imply the edge when a service is exposed; it must hold without."""
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["services"]["frontend"].update(exposure="none", source_cidrs=None)
+    result = synthesize(tmp_path, {"topology": topology, "services_per_stack": 2})
+    application = result.application
+    assert len(application.services) == 2
+    assert "FrontendUrl" not in json.dumps(result.template_json(application.routing).get("Outputs", {}))
+    for stack in application.services:
+        assert stack in application.routing.dependencies
 
 
 def test_images_are_built_from_services_for_amd64(default_synth: Synthesized, application: Any) -> None:
@@ -57,63 +45,57 @@ def test_images_are_built_from_services_for_amd64(default_synth: Synthesized, ap
     assert {json.dumps(s.get("dockerBuildArgs")) for s in sources.values()} >= {json.dumps({"APP_VERSION": "2"})}
 
 
-def test_workload_roles_stream_only_their_own_virtual_node_and_write_xray(default_synth: Synthesized, application: Any) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_routing_manifest_per_virtual_service(synths: Any, backend: str) -> None:
+    synth = synths[backend]
+    template = synth.template(synth.application.routing)
+    for vs in ("nodejs", "crystal"):
+        _, objects, _ = manifest_with(template, "ConfigMap", f"weights-{vs}")
+        names = {o["metadata"]["name"] for o in objects if o["kind"] != "ConfigMap"}
+        assert names and all(name == vs or name.startswith(("gateway-route", vs)) for name in names), names
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gateway_is_applied_after_routing(synths: Any, backend: str) -> None:
+    synth = synths[backend]
+    template = synth.template(synth.application.routing)
+    found = manifests(template)
+    routing = [
+        lid
+        for lid, (objects, _) in found.items()
+        if any(o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("weights-") for o in objects)
+    ]
+    assert len(routing) == 2
+    gateway = [lid for lid, (objects, _) in found.items() if lid.startswith("ClusterGateway")]
+    assert len(gateway) == 1
+    assert set(routing) <= set(found[gateway[0]][1])
+
+
+def test_a_service_open_to_the_internet_is_flagged_at_synth(application: Any) -> None:
+    from aws_cdk.assertions import Annotations, Match
+
     (services,) = application.services
-    template = default_synth.template(services)
-    statements = [
-        s
-        for policy in template.find_resources("AWS::IAM::Policy").values()
-        for s in policy["Properties"]["PolicyDocument"]["Statement"]
-        if s.get("Sid") == "EnvoyConfiguration"
-    ]
-    resources = sorted(json.dumps(s["Resource"]) for s in statements)
-    assert len(resources) == 4
-    assert all(s["Action"] == "appmesh:StreamAggregatedResources" for s in statements)
-    assert any("mesh/app-mesh/virtualNode/nodejsv2-app_lab-appmesh" in r for r in resources)
-    xray = _statement(template, "XRayWrite")
-    assert set(xray["Action"]) == {
-        "xray:PutTraceSegments",
-        "xray:PutTelemetryRecords",
-        "xray:GetSamplingRules",
-        "xray:GetSamplingTargets",
-        "xray:GetSamplingStatisticSummaries",
-    }
+    warnings = Annotations.from_stack(services).find_warning("*", Match.string_like_regexp("frontend is exposed to 0.0.0.0/0"))
+    assert len(warnings) == 1
 
 
-def test_gateway_role_streams_its_virtual_gateway(default_synth: Synthesized, application: Any) -> None:
-    statement = _statement(default_synth.template(application.routing), "EnvoyConfiguration")
-    assert "mesh/app-mesh/virtualGateway/ingress-gw_lab-appmesh" in json.dumps(statement["Resource"])
+# -- a canary step changes exactly one manifest, whatever the backend -----------------------------
+
+_STEPS = {"2:1": "nodejs:2,nodejsv2:1", "1:1": "nodejs:1,nodejsv2:1", "0:1": "nodejs:0,nodejsv2:1"}
 
 
-def test_every_virtual_service_name_resolves_in_the_private_zone(default_synth: Synthesized, application: Any) -> None:
-    template = default_synth.template(application.routing)
-    records = template.find_resources("AWS::Route53::RecordSet")
-    assert sorted((r["Properties"]["Name"], r["Properties"]["ResourceRecords"][0], r["Properties"]["Type"]) for r in records.values()) == [
-        ("crystal.appmeshworkshop.hosted.local.", "crystal.appmesh.pvt.local", "CNAME"),
-        ("nodejs.appmeshworkshop.hosted.local.", "nodejs.appmesh.pvt.local", "CNAME"),
-    ]
-
-
-def test_gateway_is_applied_after_routing(default_synth: Synthesized, application: Any) -> None:
-    manifests = _manifests(default_synth.template(application.routing))
-    (gateway_id,) = [name for name, (objects, _) in manifests.items() if ("VirtualGateway", "ingress-gw") in _kinds(objects)]
-    routing_ids = [name for name, (objects, _) in manifests.items() if ("VirtualRouter", "nodejs-router") in _kinds(objects)]
-    assert routing_ids and set(routing_ids) <= set(manifests[gateway_id][1])
-
-
-_CANARY_STEPS = {"2:1": "nodejs:2,nodejsv2:1", "1:1": "nodejs:1,nodejsv2:1", "0:1": "nodejs:0,nodejsv2:1"}
-
-
-@pytest.fixture(scope="module")
-def canary_synths(default_synth: Synthesized, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synthesized]:
-    synths = {"2:1": default_synth}
+@pytest.fixture(scope="module", params=BACKENDS)
+def canary_synths(request: pytest.FixtureRequest, synths: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synthesized]:
+    backend = request.param
+    steps = {"2:1": synths[backend]}
     for step in ("1:1", "0:1"):
-        synths[step] = synthesize(tmp_path_factory.mktemp(f"canary-{step.replace(':', '-')}"), {"weights.nodejs": _CANARY_STEPS[step]})
-    return synths
+        outdir = tmp_path_factory.mktemp(f"canary-{backend}-{step.replace(':', '-')}")
+        steps[step] = synthesize(outdir, {**BACKEND_OVERRIDES[backend], "weights.nodejs": _STEPS[step]})
+    return steps
 
 
 @pytest.mark.parametrize(("before", "after"), [("2:1", "1:1"), ("1:1", "0:1"), ("0:1", "2:1")], ids=["shift", "complete", "rollback"])
-def test_each_canary_step_changes_only_the_router(canary_synths: dict[str, Synthesized], before: str, after: str) -> None:
+def test_each_canary_step_changes_one_manifest(canary_synths: dict[str, Synthesized], before: str, after: str) -> None:
     old, new = canary_synths[before], canary_synths[after]
     changed = [
         stack.stack_name
@@ -124,27 +106,26 @@ def test_each_canary_step_changes_only_the_router(canary_synths: dict[str, Synth
     old_resources = old.template_json(old.application.routing)["Resources"]
     new_resources = new.template_json(new.application.routing)["Resources"]
     (changed_resource,) = [name for name in old_resources if old_resources[name] != new_resources[name]]
-    assert changed_resource.startswith("ClusterRouting1")
-    old_manifest = json.loads(old_resources[changed_resource]["Properties"]["Manifest"])
-    new_manifest = json.loads(new_resources[changed_resource]["Properties"]["Manifest"])
-    # Within the manifest, only the nodejs router's weights differ.
-    assert [o["metadata"]["name"] for o, n in zip(old_manifest, new_manifest, strict=True) if o != n] == ["nodejs-router"]
-    (router,) = [o for o in new_manifest if o["metadata"]["name"] == "nodejs-router"]
-    weights = [t["weight"] for t in router["spec"]["routes"][0]["httpRoute"]["action"]["weightedTargets"]]
-    assert weights == [int(w) for w in after.split(":")]
+    assert changed_resource.startswith("ClusterRoutingnodejs")
+    old_objects = json.loads(old_resources[changed_resource]["Properties"]["Manifest"])
+    new_objects = json.loads(new_resources[changed_resource]["Properties"]["Manifest"])
+    weights = {name: int(weight) for name, weight in zip(("nodejs", "nodejsv2"), after.split(":"), strict=True)}
+    (config_map,) = [o for o in new_objects if o["kind"] == "ConfigMap"]
+    assert json.loads(config_map["data"]["weights.json"]) == weights
+    assert [o["kind"] for o, n in zip(old_objects, new_objects, strict=True) if o != n]  # the route and the ConfigMap
 
 
-def test_workloads_wait_for_the_mesh_ca(application: Any) -> None:
-    assert [c.node.path for c in application.platform.ready] == [
-        "AppMesh-MeshPlatform/AppMeshController/MeshNamespace",
-        "AppMesh-MeshPlatform/Cluster/Mesh",
-        "AppMesh-MeshPlatform/Cluster/MeshCa",
-    ]
+# -- adding a service moves no other ----------------------------------------------------------------
 
 
-def test_a_service_open_to_the_internet_is_flagged_at_synth(application: Any) -> None:
-    from aws_cdk.assertions import Annotations, Match
-
-    (services,) = application.services
-    warnings = Annotations.from_stack(services).find_warning("*", Match.string_like_regexp("frontend is exposed to 0.0.0.0/0"))
-    assert len(warnings) == 1
+def test_a_service_added_at_the_end_leaves_every_other_where_it_was(tmp_path: Any) -> None:
+    """Services are cut into stacks in topology order: one added at the end (a config file's merge
+    appends it) keeps every other service's resources in the same stack, under the same ids, and
+    their manifests unchanged; CloudFormation never moves an object between custom resources."""
+    before = synthesize(tmp_path / "before", {"services_per_stack": 2})
+    added = {"services": {"nodejsv3": {"source": "services/nodejs", "build_args": {"APP_VERSION": "3"}}}}
+    after = synthesize(tmp_path / "after", {"services_per_stack": 2, "topology": json.dumps(added)})
+    assert [s.stack_name for s in before.application.services] == ["AppMesh-MeshServices1", "AppMesh-MeshServices2"]
+    assert [s.stack_name for s in after.application.services] == ["AppMesh-MeshServices1", "AppMesh-MeshServices2", "AppMesh-MeshServices3"]
+    for old, new in zip(before.application.services, after.application.services, strict=False):
+        assert before.template_json(old)["Resources"] == after.template_json(new)["Resources"], old.stack_name

@@ -1,4 +1,6 @@
-"""Property-based: random and mutated configs either build (and synthesize) or fail cleanly.
+"""Property-based: random and mutated configs either build (and synthesize) or fail cleanly, and
+each documented bound is enforced on both sides (an oracle: the value is accepted exactly when it
+is within the bound, and a refusal names that setting).
 
 "Cleanly" means a ConfigError whose message is one line naming a key: never another exception
 type, which would reach the user as a traceback.
@@ -113,7 +115,8 @@ VALID_VARIATIONS = st.fixed_dictionaries(
     optional={
         "node_desired": st.integers(min_value=2, max_value=4),
         "nat_gateways": st.integers(min_value=1, max_value=2),
-        "kubernetes_version": st.sampled_from(["1.34", "1.35", "1.36"]),
+        "kubernetes_version": st.sampled_from(["1.35", "1.36"]),
+        "mesh_backend": st.sampled_from(["appmesh", "istio"]),
         "weights.nodejs": st.sampled_from(["nodejs:2,nodejsv2:1", "nodejs:1,nodejsv2:1", "nodejs:0,nodejsv2:1", "nodejs:100,nodejsv2:0"]),
         "auto_mode": st.booleans(),
         "endpoint_access": st.sampled_from(["public", "private", "public_and_private"]),
@@ -130,3 +133,54 @@ def test_valid_configs_synthesize(tmp_path_factory: pytest.TempPathFactory, vari
     result = synthesize(outdir, variation)
     assert result.error is None
     assert list(outdir.glob("*.template.json"))
+
+
+# -- the oracle: each bound, on both sides -----------------------------------------------------------
+
+# (setting path in the topology or a top-level key, inclusive bounds, settings that isolate it
+# from other rules). A value is accepted exactly when low <= value <= high.
+BOUNDS: list[tuple[tuple[Any, ...], int, int, dict[str, Any]]] = [
+    (("services_per_stack",), 1, 80, {}),
+    (("topology", "virtual_services", "nodejs", "routes", 0, "targets", "nodejs"), 0, 100, {}),
+    (("topology", "gateway", "port"), 1024, 65535, {}),
+    (("topology", "services", "crystal", "health_check", "healthy_threshold"), 2, 10, {}),
+    (("topology", "services", "crystal", "outlier_detection", "max_ejection_percent"), 0, 100, {}),
+    (("topology", "services", "crystal", "connection_pool", "max_connections"), 1, 100_000, {}),
+    (("topology", "virtual_services", "crystal", "routes", 0, "retry", "max_retries"), 0, 10, {"timeout_ms": 100_000}),
+    (("node_desired",), 1, 4, {}),
+]
+
+
+def _with(path: tuple[Any, ...], value: Any, isolate: dict[str, Any]) -> dict[str, Any]:
+    context = copy.deepcopy(DEFAULTS)
+    target: Any = context
+    for step in path[:-1]:
+        target = target.setdefault(step, {}) if isinstance(step, str) else target[step]
+    target[path[-1]] = value
+    if isolate:
+        target_route = context["topology"]["virtual_services"]["crystal"]["routes"][0]
+        target_route.update(isolate)
+    return context
+
+
+def _key(path: tuple[Any, ...]) -> str:
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+    return text
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.sampled_from(BOUNDS), st.integers(min_value=-3, max_value=100_003))
+def test_each_bound_accepts_exactly_its_range(bound: tuple[Any, ...], offset: int) -> None:
+    path, low, high, isolate = bound
+    # Values near each edge, and anywhere in between.
+    value = [low - 1, low, high, high + 1][offset % 4] if offset % 3 else low + offset % (high - low + 2)
+    inside = low <= value <= high
+    try:
+        _build(_with(path, value, isolate))
+    except ConfigError as error:
+        assert not inside, f"{_key(path)}={value} is within {low}..{high} but was refused: {error}"
+        assert error.key.startswith(_key(path).rsplit(".", 1)[0]), f"{_key(path)}={value}: the refusal names {error.key}"
+        return
+    assert inside, f"{_key(path)}={value} is outside {low}..{high} but was accepted"

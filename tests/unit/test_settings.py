@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,15 @@ from tests.conftest import cdk_json_context
 def config_with(**overrides: Any) -> Any:
     defaults = cdk_json_context()
     return build_config(merge_layers(defaults, {**defaults, **overrides}), {})
+
+
+# The configuration each backend is tested with: the default topology, except for Lattice, which
+# cannot express it (config/examples/lattice.yaml is the topology it can).
+BACKEND_CONFIGS = {"appmesh": {}, "istio": {"mesh_backend": "istio"}, "lattice": {"config": "config/examples/lattice.yaml"}}
+
+
+def backend_config(backend: str, **overrides: Any) -> Any:
+    return config_with(**{**BACKEND_CONFIGS[backend], **overrides})
 
 
 def error_for(**overrides: Any) -> str:
@@ -53,16 +63,18 @@ def test_malformed_region_is_refused(region: str) -> None:
     assert error_for(region=region) == f"config error: region={region!r}: must be an AWS region code such as us-west-1 or eu-central-1"
 
 
-def test_region_and_account_come_from_the_cdk_environment_when_not_configured() -> None:
+def test_account_comes_from_the_cdk_environment_but_the_region_from_the_config() -> None:
+    """The CDK CLI always sets CDK_DEFAULT_REGION (us-east-1 when the profile has none), so
+    reading it would make the documented default (cdk.json's us-west-1) never apply."""
     defaults = cdk_json_context()
-    config = build_config(merge_layers(defaults, defaults), {"CDK_DEFAULT_ACCOUNT": "123456789012", "CDK_DEFAULT_REGION": "eu-west-1"})
-    assert (config.account, config.region) == ("123456789012", "eu-west-1")
+    assert defaults["region"] == "us-west-1"
+    config = build_config(merge_layers(defaults, defaults), {"CDK_DEFAULT_ACCOUNT": "123456789012", "CDK_DEFAULT_REGION": "us-east-1"})
+    assert (config.account, config.region) == ("123456789012", "us-west-1")
 
 
-def test_explicit_region_wins_over_the_cdk_environment() -> None:
+def test_region_is_set_with_c_region() -> None:
     defaults = cdk_json_context()
-    context = {**defaults, "region": "us-east-2"}
-    config = build_config(merge_layers(defaults, context), {"CDK_DEFAULT_REGION": "eu-west-1"})
+    config = build_config(merge_layers(defaults, {**defaults, "region": "us-east-2"}), {"CDK_DEFAULT_REGION": "eu-west-1"})
     assert config.region == "us-east-2"
 
 
@@ -73,12 +85,17 @@ def test_malformed_account_is_refused() -> None:
 def test_seed_kubernetes_version_is_past_eks_support() -> None:
     assert error_for(kubernetes_version="1.25") == (
         "config error: kubernetes_version='1.25': Kubernetes 1.25 is past the end of EKS support "
-        "(standard and extended); supported: 1.34, 1.35, 1.36 (default 1.35)"
+        "(standard and extended); supported: 1.35, 1.36 (default 1.35)"
     )
 
 
-def test_extended_support_only_version_is_refused() -> None:
-    assert "is only in EKS extended support" in error_for(kubernetes_version="1.33")
+@pytest.mark.parametrize("version", ["1.33", "1.34"])
+def test_extended_support_only_version_is_refused(version: str) -> None:
+    """1.34 left EKS standard support on 2026-12-02 (EKS user guide, Kubernetes versions)."""
+    assert error_for(kubernetes_version=version) == (
+        f"config error: kubernetes_version={version!r}: Kubernetes {version} is only in EKS extended support "
+        "(billed at the extended rate); supported: 1.35, 1.36 (default 1.35)"
+    )
 
 
 def test_too_new_version_is_refused() -> None:
@@ -88,11 +105,11 @@ def test_too_new_version_is_refused() -> None:
 @pytest.mark.parametrize("version", ["1", "latest", "1.x"])
 def test_malformed_version_is_refused(version: str) -> None:
     assert error_for(kubernetes_version=version) == (
-        f"config error: kubernetes_version={version!r}: expected a minor version such as 1.35; supported: 1.34, 1.35, 1.36"
+        f"config error: kubernetes_version={version!r}: expected a minor version such as 1.35; supported: 1.35, 1.36"
     )
 
 
-@pytest.mark.parametrize("version", ["1.34", "1.35", "1.36"])
+@pytest.mark.parametrize("version", ["1.35", "1.36"])
 def test_each_supported_version_resolves_its_packages(version: str) -> None:
     release = config_with(kubernetes_version=version).cluster.kubernetes
     assert release.cdk8s_plus().__name__ == f"cdk8s_plus_{version[2:]}"
@@ -223,3 +240,140 @@ def test_config_is_frozen() -> None:
     config = config_with()
     with pytest.raises(AttributeError):
         config.region = "eu-west-1"  # type: ignore[misc]
+
+
+# -- the topology layers merge key by key -------------------------------------------------------
+
+
+def test_a_partial_topology_in_a_config_file_is_merged_over_the_default(tmp_path: Path) -> None:
+    (tmp_path / "bigger.yaml").write_text("topology:\n  services:\n    frontend:\n      replicas: 3\n")
+    defaults = cdk_json_context()
+    config = build_config(merge_layers(defaults, {**defaults, "config": "bigger.yaml"}, project_root=tmp_path), {})
+    topology = config.mesh.topology
+    assert topology.service("frontend").replicas == 3
+    # Everything the file does not mention is cdk.json's: the backends, the routes, the gateway.
+    assert [s.name for s in topology.services] == ["frontend", "nodejs", "nodejsv2", "crystal"]
+    assert topology.service("frontend").backends == ("nodejs", "crystal")
+    assert topology.weights() == {"nodejs": {"nodejs": 2, "nodejsv2": 1}, "crystal": {"crystal": 1}}
+    assert topology.gateway is not None and [r.prefix for r in topology.gateway.routes] == ["/eks/"]
+
+
+def test_null_removes_a_default_and_lists_replace(tmp_path: Path) -> None:
+    (tmp_path / "smaller.yaml").write_text(
+        "topology:\n"
+        "  gateway: null\n"
+        "  services:\n    nodejsv2: null\n    frontend: {backends: [crystal]}\n"
+        "  virtual_services:\n    nodejs: {routes: [{prefix: /, targets: {nodejs: 1}}]}\n"
+    )
+    defaults = cdk_json_context()
+    topology = build_config(merge_layers(defaults, {**defaults, "config": "smaller.yaml"}, project_root=tmp_path), {}).mesh.topology
+    assert [s.name for s in topology.services] == ["frontend", "nodejs", "crystal"]
+    assert topology.service("frontend").backends == ("crystal",)
+    assert topology.gateway is None
+
+
+def test_a_removal_that_leaves_a_dangling_reference_names_it(tmp_path: Path) -> None:
+    (tmp_path / "dangling.yaml").write_text("topology:\n  services:\n    nodejsv2: null\n")
+    defaults = cdk_json_context()
+    with pytest.raises(ConfigError) as caught:
+        build_config(merge_layers(defaults, {**defaults, "config": "dangling.yaml"}, project_root=tmp_path), {})
+    assert str(caught.value) == (
+        "config error: topology.virtual_services.nodejs.routes[0].targets='nodejsv2': "
+        "unknown target service; defined services: crystal, frontend, nodejs"
+    )
+
+
+def test_a_topology_that_is_not_a_mapping_says_how_to_write_it(tmp_path: Path) -> None:
+    (tmp_path / "list.yaml").write_text("topology: [frontend, nodejs]\n")
+    defaults = cdk_json_context()
+    with pytest.raises(ConfigError) as caught:
+        merge_layers(defaults, {**defaults, "config": "list.yaml"}, project_root=tmp_path)
+    assert str(caught.value) == (
+        "config error: topology=['frontend', 'nodejs']: must be a mapping; it is merged key by key over cdk.json's topology "
+        "(null removes a key), e.g. {services: {frontend: {replicas: 3}}}"
+    )
+
+
+def test_the_settings_replayed_by_the_pipeline_rebuild_the_same_topology(tmp_path: Path) -> None:
+    """changed_settings() gives the pipeline's synth `-c` values; topology is a merge patch, so a
+    removal (null) survives the replay."""
+    from config.settings import changed_settings
+
+    (tmp_path / "smaller.yaml").write_text("topology:\n  gateway: null\n  services:\n    frontend: {replicas: 1}\n")
+    defaults = cdk_json_context()
+    merged = merge_layers(defaults, {**defaults, "config": "smaller.yaml"}, project_root=tmp_path)
+    replay = changed_settings(defaults, merged)
+    assert json.loads(replay["topology"]) == {"gateway": None, "services": {"frontend": {"replicas": 1}}}
+    again = merge_layers(defaults, {**defaults, **replay}, project_root=tmp_path)
+    assert build_config(again, {}) == build_config(merged, {})
+
+
+# -- what YAML and JSON do to numbers -----------------------------------------------------------
+
+
+def test_yaml_keeps_the_kubernetes_version_as_written(tmp_path: Path) -> None:
+    """YAML reads 1.30 as the float 1.3: the message must name the version the user wrote."""
+    (tmp_path / "old.yaml").write_text("kubernetes_version: 1.30\n")
+    defaults = cdk_json_context()
+    with pytest.raises(ConfigError) as caught:
+        build_config(merge_layers(defaults, {**defaults, "config": "old.yaml"}, project_root=tmp_path), {})
+    assert str(caught.value).startswith("config error: kubernetes_version='1.30': Kubernetes 1.30 is past the end of EKS support")
+    (tmp_path / "new.yaml").write_text("kubernetes_version: 1.36\n")
+    config = build_config(merge_layers(defaults, {**defaults, "config": "new.yaml"}, project_root=tmp_path), {})
+    assert config.cluster.kubernetes.minor == "1.36"
+
+
+def test_a_json_number_version_is_refused_with_how_to_write_it() -> None:
+    assert error_for(kubernetes_version=1.3) == (
+        'config error: kubernetes_version=1.3: was read as a number; write the version as a string, e.g. "1.35"'
+    )
+
+
+def test_a_service_source_without_a_dockerfile_is_one_line() -> None:
+    import copy
+
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["services"]["nodejs"]["source"] = "services/nodejz"
+    message = error_for(topology=topology)
+    assert message.startswith("config error: topology.services.nodejs.source='services/nodejz': has no Dockerfile (looked in ")
+    assert message.endswith("folders with one: crystal, frontend, nodejs")
+
+
+# -- EKS standard support ends: a warning at synth, 90 days ahead -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("today", "warning"),
+    [
+        ("2026-12-02", None),
+        ("2026-12-26", None),  # 91 days before 2027-03-27
+        (
+            "2026-12-27",
+            "Kubernetes 1.35: EKS standard support ends in 90 days (2027-03-27); after it the cluster is billed at the "
+            "extended-support rate. Set kubernetes_version to move to 1.36",
+        ),
+        (
+            "2027-03-27",
+            "Kubernetes 1.35: EKS standard support ended (2027-03-27); after it the cluster is billed at the "
+            "extended-support rate. Set kubernetes_version to move to 1.36",
+        ),
+    ],
+)
+def test_a_version_near_the_end_of_standard_support_is_warned_about(today: str, warning: str | None) -> None:
+    from datetime import date
+
+    from config.kubernetes import SUPPORTED, support_warning
+
+    assert support_warning(SUPPORTED["1.35"], date.fromisoformat(today)) == warning
+    assert support_warning(SUPPORTED["1.35"], None) is None  # no clock read: no warning, same templates
+
+
+def test_the_newest_version_is_told_to_wait_for_this_project() -> None:
+    from datetime import date
+
+    from config.kubernetes import SUPPORTED, support_warning
+
+    assert support_warning(SUPPORTED["1.36"], date(2027, 8, 1)) == (
+        "Kubernetes 1.36: EKS standard support ends in 1 days (2027-08-02); after it the cluster is billed at the "
+        "extended-support rate. Set kubernetes_version to move to a newer version once this project supports one"
+    )

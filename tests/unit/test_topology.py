@@ -134,3 +134,55 @@ def test_targets_of_a_route_must_share_a_port() -> None:
         message
         == "config error: topology.virtual_services.nodejs.routes[0].targets='nodejsv2': listens on 4000, but nodejs listens on 3000; a router has one listener port"
     )
+
+
+# -- each limit on both sides of its boundary ------------------------------------------------------
+
+
+def test_exactly_ten_targets_are_accepted() -> None:
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    for i in range(10):
+        topology["services"][f"s{i}"] = {"source": "services/nodejs", "replicas": 1}
+    topology["virtual_services"]["nodejs"]["routes"][0]["targets"] = {f"s{i}": 1 for i in range(10)}
+    assert len(config_with(topology=topology, node_desired=4).mesh.topology.virtual_service("nodejs").routes[0].targets) == 10
+
+
+def test_health_port_equal_to_port_is_refused() -> None:
+    def mutate(t: Any) -> None:
+        t["services"]["crystal"]["health_port"] = 3000
+
+    assert topology_error(mutate) == (
+        "config error: topology.services.crystal.health_port=3000: must differ from port (3000): probes must bypass Envoy's listener"
+    )
+
+
+@pytest.mark.parametrize(("service", "backend"), [("nodejs", "nodejs"), ("nodejsv2", "nodejs")])
+def test_a_service_that_would_call_itself_through_a_virtual_service_is_refused(service: str, backend: str) -> None:
+    def mutate(t: Any) -> None:
+        t["services"][service]["backends"] = [backend]
+
+    assert topology_error(mutate) == (
+        f"config error: topology.services.{service}.backends='{backend}': routes to {service} itself: a service cannot call itself through the mesh"
+    )
+
+
+def test_gateway_port_below_1024_is_refused_and_1024_accepted() -> None:
+    """The gateway's Envoy runs as a non-root uid, which cannot bind a privileged port."""
+
+    def mutate(t: Any) -> None:
+        t["gateway"]["port"] = 1023
+
+    assert topology_error(mutate) == "config error: topology.gateway.port=1023: must be an integer from 1024 to 65535"
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["gateway"]["port"] = 1024
+    assert config_with(topology=topology).mesh.topology.gateway.port == 1024
+
+
+@pytest.mark.parametrize(("field", "value"), [("interval_ms", 5500), ("timeout_ms", 2500)])
+def test_health_check_times_are_whole_seconds(field: str, value: int) -> None:
+    def mutate(t: Any) -> None:
+        t["services"]["crystal"]["health_check"] = {field: value}
+
+    assert topology_error(mutate) == (
+        f"config error: topology.services.crystal.health_check.{field}={value}: must be whole seconds (a multiple of 1000): kubelet probes count seconds"
+    )

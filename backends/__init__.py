@@ -1,0 +1,41 @@
+"""Mesh backends: one module each (appmesh, istio, lattice), answering the same questions.
+
+The stacks ask `backend_for(config)` and never branch on a backend's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from config.errors import ConfigError
+from config.settings import MESH_BACKENDS, AppConfig
+
+from .capabilities import check_table, check_topology
+
+if TYPE_CHECKING:
+    from .base import MeshBackend
+
+# The backend to suggest when a topology is beyond the chosen one: the one that expresses every
+# feature App Mesh does and can be deployed today.
+_FALLBACK = "istio"
+
+
+def backend_named(name: str) -> MeshBackend:
+    if name not in MESH_BACKENDS:
+        raise ConfigError("mesh_backend", name, f"must be one of {', '.join(MESH_BACKENDS)}")
+    module = importlib.import_module(f"backends.{name}")
+    backend: MeshBackend = module.BACKEND
+    check_table(name, backend.capabilities)
+    return backend
+
+
+def backend_for(config: AppConfig) -> MeshBackend:
+    return backend_named(config.mesh.backend)
+
+
+def check_backend(config: AppConfig) -> MeshBackend:
+    """The configured backend, once the topology is known to be within what it can express."""
+    backend = backend_for(config)
+    check_topology(backend.name, backend.capabilities, config.mesh.topology, _FALLBACK if backend.name != _FALLBACK else "appmesh")
+    return backend

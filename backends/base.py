@@ -1,0 +1,233 @@
+"""What every mesh backend answers, so that the stacks ask rather than branch on a mesh's name.
+
+A backend renders the backend-neutral topology (config/topology.py) for one service mesh:
+
+* platform: the Helm releases, namespaces and IAM it needs, and the application namespace with
+  its labels and Pod Security level (`install_platform`);
+* per service, per virtual service and for the gateway: its own Kubernetes objects, next to the
+  mesh-neutral workloads that charts/workloads.py renders (`service_parts`, `routing_objects`,
+  `install_gateway`);
+* AWS resources it needs and no others (`discovery_needs`, `workload_statements`, `name_records`);
+* what its admission webhook adds to a pod (`injected`), for the admission model in the tests;
+* its objects read back into the neutral form (`read_back`), for the round-trip parity test;
+* a capability table (backends/capabilities.py).
+
+The pure parts (objects as dicts) are testable without AWS; the CDK parts take the stack to build in.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from config.topology import Gateway, Service, Topology, VirtualService
+
+from .capabilities import CapabilityTable, Feature
+
+if TYPE_CHECKING:
+    from aws_cdk import aws_ec2 as ec2
+    from aws_cdk import aws_eks_v2 as eks
+    from aws_cdk import aws_iam as iam
+    from constructs import Construct, IConstruct
+
+    from components.discovery import ServiceDiscovery
+    from config.settings import AppConfig
+
+PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MeshNames:
+    """Names every backend's objects share."""
+
+    mesh: str
+    namespace: str
+    hosted_zone: str
+    cloud_map_namespace: str
+
+    def mesh_host(self, virtual_service: str) -> str:
+        """The workshop name a client calls: `<virtual service>.<hosted zone>`."""
+        return f"{virtual_service}.{self.hosted_zone}"
+
+
+def mesh_names(config: AppConfig) -> MeshNames:
+    return MeshNames(
+        mesh=config.mesh.mesh_name,
+        namespace=config.mesh.namespace,
+        hosted_zone=config.discovery.hosted_zone,
+        cloud_map_namespace=config.discovery.cloud_map_namespace,
+    )
+
+
+@dataclass(frozen=True)
+class DiscoveryNeeds:
+    """The AWS name services a backend uses: the Route 53 private zone of the workshop names, and
+    the Cloud Map namespace pods register in. A backend that needs neither gets neither."""
+
+    hosted_zone: bool
+    cloud_map: bool
+
+    @property
+    def any(self) -> bool:
+        return self.hosted_zone or self.cloud_map
+
+
+@dataclass(frozen=True)
+class ServiceParts:
+    """A backend's share of one service's manifest."""
+
+    # Applied before the Deployment, in this order (an injector configures a pod from these).
+    before: tuple[Manifest, ...] = ()
+    after: tuple[Manifest, ...] = ()
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Injection:
+    """What a mesh's admission webhook adds to a pod, as the pinned injector does (see
+    ../shared/reference): init containers (in order, after the pod's own), containers, and the
+    user each added image runs as when the container does not say (None: root, or unknown)."""
+
+    init_containers: tuple[Manifest, ...] = ()
+    # A container with the name of one the pod has is merged into it (strategic merge by name).
+    containers: tuple[Manifest, ...] = ()
+    pod_security_context: Mapping[str, Any] = field(default_factory=dict)
+    image_users: Mapping[str, int | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """A call made first in `cdk deploy --all`: if AWS refuses it, the deploy stops there."""
+
+    service: str  # AWS SDK v3 client name, e.g. "appmesh"
+    action: str  # e.g. "listMeshes"
+    iam_action: str  # e.g. "appmesh:ListMeshes"
+    message: str  # what the failure says, and the way forward
+
+
+@dataclass(frozen=True)
+class PlatformContext:
+    config: AppConfig
+    cluster: eks.ICluster
+    vpc: ec2.IVpc
+    discovery: ServiceDiscovery | None
+
+
+@dataclass
+class Platform:
+    """What a backend installed; `ready` is what every workload manifest waits for (and is
+    deleted before): the application namespace and anything its pods need at admission."""
+
+    namespace: IConstruct
+    ready: list[IConstruct]
+    releases: list[IConstruct] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WorkloadIdentity:
+    """Who a pod is to the mesh: its service account name and the IAM statements it needs
+    (none: no IRSA role and no role annotation)."""
+
+    service_account: str
+    statements: tuple[iam.PolicyStatement, ...] = ()
+    # Why a statement on `*` is needed, for cdk-nag's IAM5[Resource::*] (None: there is none).
+    wildcard_reason: str | None = None
+
+
+@dataclass
+class GatewayInstall:
+    """The ingress gateway as installed: the manifests and releases to wait for before reading
+    its load balancer's address, and the Kubernetes Service that carries the NLB."""
+
+    service_name: str
+    installed: list[IConstruct]
+
+
+class MeshBackend(ABC):
+    """A service mesh the topology can be rendered to. Subclasses are stateless."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    capabilities: ClassVar[CapabilityTable]
+    # The Pod Security Admission level the application namespace enforces: the strictest that
+    # admits the backend's meshed pods (the admission-model tests prove it).
+    pod_security: ClassVar[PodSecurityLevel]
+    # When the backend is the one a user should deploy today, None; else why not (synth warns).
+    warning: ClassVar[str | None] = None
+    # The features its objects carry, which `read_back` returns (the parity test's scope).
+    round_trip: ClassVar[frozenset[Feature]]
+
+    # -- AWS ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def discovery_needs(self, topology: Topology) -> DiscoveryNeeds: ...
+
+    def preflight(self) -> Preflight | None:
+        return None
+
+    @abstractmethod
+    def install_platform(self, scope: Construct, context: PlatformContext) -> Platform: ...
+
+    @abstractmethod
+    def workload_identity(self, names: MeshNames, workload: Service | Gateway, topology: Topology) -> WorkloadIdentity:
+        """Who the pod is; any ARN in its statements is written with pseudo parameters, so it
+        resolves in whichever stack creates the role."""
+
+    @abstractmethod
+    def name_records(self, scope: Construct, context: PlatformContext, after: Sequence[IConstruct]) -> None:
+        """Make each virtual service's workshop name resolve where the backend needs it to."""
+
+    @abstractmethod
+    def install_gateway(
+        self, scope: Construct, context: PlatformContext, gateway: Gateway, *, role_arn: str | None, after: Sequence[IConstruct]
+    ) -> GatewayInstall: ...
+
+    # -- Kubernetes objects (pure) -----------------------------------------------------------
+
+    @abstractmethod
+    def platform_objects(self, names: MeshNames, topology: Topology) -> list[Manifest]:
+        """The mesh-wide objects the platform applies (pure; install_platform applies them)."""
+
+    @abstractmethod
+    def namespace_labels(self, names: MeshNames, topology: Topology) -> dict[str, str]:
+        """The mesh's labels on the application namespace (Pod Security labels are added for it)."""
+
+    @abstractmethod
+    def service_parts(self, service: Service, topology: Topology, names: MeshNames) -> ServiceParts: ...
+
+    @abstractmethod
+    def routing_objects(self, virtual_service: VirtualService, topology: Topology, names: MeshNames) -> list[Manifest]:
+        """One virtual service's routing: its manifest holds these and nothing of another, so a
+        canary step changes exactly one manifest."""
+
+    @abstractmethod
+    def gateway_objects(
+        self, gateway: Gateway, topology: Topology, names: MeshNames, *, role_arn: str | None, kplus: Any
+    ) -> list[Manifest]:
+        """Every Kubernetes object of the gateway that the app renders itself (pure)."""
+
+    def chart_pods(self, topology: Topology, names: MeshNames) -> dict[str, Manifest]:
+        """Pod templates a pinned Helm chart renders in the application namespace (modelled from
+        the chart's template), for the admission model: `<Kind>/<name> (...)` -> template."""
+        return {}
+
+    @abstractmethod
+    def injected(self, pod: Manifest, topology: Topology) -> Injection:
+        """What the backend's injector adds to this pod template (empty when it injects nothing)."""
+
+    @abstractmethod
+    def read_back(self, objects: list[Manifest], names: MeshNames) -> dict[str, Any]:
+        """The backend's objects read back into the neutral form of `neutral_form` (parity)."""
+
+
+def pod_security_labels(level: PodSecurityLevel) -> dict[str, str]:
+    """Enforce `level`; audit and warn at restricted, so anything short of it shows up."""
+    return {
+        "pod-security.kubernetes.io/enforce": level,
+        "pod-security.kubernetes.io/audit": "restricted",
+        "pod-security.kubernetes.io/warn": "restricted",
+    }

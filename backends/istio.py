@@ -1,0 +1,249 @@
+"""Istio: the mesh to deploy today. Envoy sidecars like App Mesh's, configured by istiod; every App
+Mesh feature the workshop uses has an Istio equivalent (the capability table says where the two
+differ). Sidecar mode with istio-cni, so no meshed pod needs NET_ADMIN and the application
+namespace enforces Pod Security `restricted`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from constructs import Construct, IConstruct
+
+from charts import istio
+from charts.workloads import add_objects, new_chart
+from components.istio import VERSION, IstioControlPlane, IstioGateway, gateway_values, istiod_values
+from components.mesh_workload import attach_chart, imported_cluster
+from components.namespace import application_namespace
+from components.prometheus import ManagedPrometheus
+from config.topology import Gateway, Service, Topology, VirtualService
+
+from .base import (
+    DiscoveryNeeds,
+    GatewayInstall,
+    Injection,
+    Manifest,
+    MeshBackend,
+    MeshNames,
+    Platform,
+    PlatformContext,
+    ServiceParts,
+    WorkloadIdentity,
+    mesh_names,
+    pod_security_labels,
+)
+from .capabilities import CapabilityTable, Feature, not_applicable, partial, yes
+from .parity import callers
+
+PROXY_IMAGE = f"docker.io/istio/proxyv2:{VERSION}"
+ISTIO_UID = 1337
+# What the injection template renders with istio-cni on (istio-1.31-injection-template.yaml):
+# both containers non-root, read-only, every capability dropped (tests/charts/test_admission.py
+# renders the template's securityContext blocks and compares).
+_NON_ROOT = {
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsGroup": ISTIO_UID,
+    "runAsNonRoot": True,
+    "runAsUser": ISTIO_UID,
+}
+
+
+class IstioBackend(MeshBackend):
+    name = "istio"
+    title = "Istio"
+    pod_security = "restricted"
+    round_trip = frozenset(
+        {
+            Feature.WEIGHTED_ROUTES,
+            Feature.PATH_PREFIX_ROUTES,
+            Feature.ROUTE_TIMEOUT,
+            Feature.RETRIES,
+            Feature.HEALTH_CHECKS,
+            Feature.OUTLIER_DETECTION,
+            Feature.CONNECTION_POOL,
+            Feature.MTLS,
+            Feature.AUTHORIZATION,
+            Feature.EGRESS_FILTER,
+            Feature.WORKSHOP_NAMES,
+            Feature.GATEWAY,
+            Feature.GATEWAY_REWRITE,
+        }
+    )
+    capabilities: ClassVar[CapabilityTable] = {
+        Feature.WEIGHTED_ROUTES: yes("VirtualService route weights to the targets' Kubernetes Services"),
+        Feature.PATH_PREFIX_ROUTES: yes("VirtualService match.uri.prefix, longest first"),
+        Feature.ROUTE_TIMEOUT: yes("VirtualService http timeout", "off means no timeout (App Mesh: its default 15 s)"),
+        Feature.RETRIES: yes(
+            "VirtualService retries: attempts, perTryTimeout, retryOn from the events (README: retry events)",
+            "off is attempts 0 (Istio's default is 2 retries)",
+        ),
+        Feature.SERVICE_TIMEOUT: partial(
+            "the per-route timeouts bound every call through a virtual service",
+            "no server-side per-request timeout",
+        ),
+        Feature.HEALTH_CHECKS: partial(
+            "kubelet readiness probes from the same settings, and outlier detection",
+            "no active health checks from Envoy",
+        ),
+        Feature.OUTLIER_DETECTION: yes("DestinationRule outlierDetection (consecutive5xxErrors)"),
+        Feature.CONNECTION_POOL: yes("DestinationRule connectionPool (tcp.maxConnections, http.http1MaxPendingRequests)"),
+        Feature.MTLS: yes(
+            "PeerAuthentication STRICT; certificates from istiod's CA",
+            "certificates rotate automatically: no cert-manager, no restarts",
+        ),
+        Feature.AUTHORIZATION: yes("AuthorizationPolicy per service: only its declared callers' service accounts"),
+        Feature.EGRESS_FILTER: yes("outboundTrafficPolicy REGISTRY_ONLY and a Sidecar per workload listing its backends"),
+        Feature.WORKSHOP_NAMES: yes(
+            "ServiceEntry per virtual service, answered by the sidecar's DNS proxy",
+            "the names resolve only inside pods with a sidecar (no Route 53 zone)",
+        ),
+        Feature.GATEWAY: yes("the istio gateway chart's Deployment and NLB, an Istio Gateway on the gateway port"),
+        Feature.GATEWAY_REWRITE: yes("gateway VirtualService rewrite.uri"),
+        Feature.DISCOVERY: not_applicable("Istio discovers endpoints from Kubernetes; the setting is ignored"),
+        Feature.TRACING: yes("Telemetry with an OpenTelemetry provider: the CloudWatch agent sends spans to X-Ray", "W3C trace context"),
+        Feature.ACCESS_LOGS: yes("meshConfig accessLogFile /dev/stdout as JSON, shipped by the CloudWatch add-on"),
+    }
+
+    # -- AWS ---------------------------------------------------------------------------------
+
+    def discovery_needs(self, topology: Topology) -> DiscoveryNeeds:
+        # The workshop names resolve in the sidecars' DNS proxy: no Route 53 zone, no Cloud Map.
+        return DiscoveryNeeds(hosted_zone=False, cloud_map=False)
+
+    def install_platform(self, scope: Construct, context: PlatformContext) -> Platform:
+        config, cluster = context.config, context.cluster
+        names = mesh_names(config)
+        topology = config.mesh.topology
+        control_plane = IstioControlPlane(
+            scope,
+            "Istio",
+            cluster=cluster,
+            istiod=istiod_values(egress_registry_only=topology.egress_filter == "DROP_ALL", tracing=topology.tracing == "on"),
+        )
+        labels = {**self.namespace_labels(names, topology), **pod_security_labels(self.pod_security)}
+        namespace = application_namespace(scope, cluster, name=names.namespace, labels=labels, after=[control_plane.gate.ready])
+        ready: list[IConstruct] = [namespace]
+        objects = self.platform_objects(names, topology)
+        if objects:
+            chart = new_chart("mesh", names.namespace)
+            add_objects(chart, "mesh", objects)
+            ready.append(attach_chart(imported_cluster(scope, cluster), "MeshPolicies", chart, after=[namespace]))
+        # Request rate, 5xx rate and latency per destination and version, for judging a canary.
+        self.metrics = ManagedPrometheus(scope, "Metrics", cluster=cluster, vpc=context.vpc, alias=f"{config.cluster.name}-mesh")
+        return Platform(namespace=namespace, ready=ready, releases=[control_plane.istiod])
+
+    def workload_identity(self, names: MeshNames, workload: Service | Gateway, topology: Topology) -> WorkloadIdentity:
+        # Neither the apps nor their sidecars call AWS: no IRSA role.
+        return WorkloadIdentity(service_account=workload.name)
+
+    def name_records(self, scope: Construct, context: PlatformContext, after: Sequence[IConstruct]) -> None:
+        """Nothing in Route 53: the ServiceEntries give the names addresses the DNS proxy answers."""
+
+    def install_gateway(
+        self, scope: Construct, context: PlatformContext, gateway: Gateway, *, role_arn: str | None, after: Sequence[IConstruct]
+    ) -> GatewayInstall:
+        names = mesh_names(context.config)
+        cluster = context.cluster
+        release = IstioGateway(
+            scope,
+            "GatewayRelease",
+            cluster=cluster,
+            namespace=names.namespace,
+            name=gateway.name,
+            values=gateway_values(name=gateway.name, port=gateway.port, replicas=gateway.replicas, scheme=gateway.scheme),
+            after=after,
+        )
+        chart = new_chart("gateway", names.namespace)
+        add_objects(chart, "gateway", self.gateway_objects(gateway, context.config.mesh.topology, names, role_arn=role_arn, kplus=None))
+        manifest = attach_chart(imported_cluster(scope, cluster), "Gateway", chart, after=[*after, release.release])
+        return GatewayInstall(service_name=gateway.name, installed=[release.release, manifest])
+
+    # -- Kubernetes objects --------------------------------------------------------------------
+
+    def platform_objects(self, names: MeshNames, topology: Topology) -> list[Manifest]:
+        return istio.platform_objects(topology, names)
+
+    def namespace_labels(self, names: MeshNames, topology: Topology) -> dict[str, str]:
+        return {"istio-injection": "enabled"}
+
+    def service_parts(self, service: Service, topology: Topology, names: MeshNames) -> ServiceParts:
+        return ServiceParts(
+            after=tuple(istio.service_objects(service, topology, names, callers(topology)[service.name])),
+            # Envoy intercepts only the app port: the health port is the kubelet's (as with App Mesh).
+            pod_annotations={"traffic.sidecar.istio.io/excludeInboundPorts": str(service.health_port)},
+        )
+
+    def routing_objects(self, virtual_service: VirtualService, topology: Topology, names: MeshNames) -> list[Manifest]:
+        return istio.routing_objects(virtual_service, topology, names)
+
+    def gateway_objects(
+        self, gateway: Gateway, topology: Topology, names: MeshNames, *, role_arn: str | None, kplus: Any
+    ) -> list[Manifest]:
+        return istio.gateway_objects(gateway, topology, names)
+
+    def chart_pods(self, topology: Topology, names: MeshNames) -> dict[str, Manifest]:
+        """The gateway chart's pod template as manifests/charts/gateway/templates/deployment.yaml
+        (at the pinned commit) renders it with gateway_values(): the pod's securityContext is our
+        value (it replaces the chart's default), the container's is the chart's default."""
+        if topology.gateway is None:
+            return {}
+        values = gateway_values(
+            name=topology.gateway.name, port=topology.gateway.port, replicas=topology.gateway.replicas, scheme=topology.gateway.scheme
+        )
+        return {
+            f"Deployment/{topology.gateway.name} (gateway chart)": {
+                "metadata": {
+                    "labels": {"sidecar.istio.io/inject": "true", **istio.gateway_selector(topology.gateway), "app": topology.gateway.name},
+                    "annotations": {"inject.istio.io/templates": "gateway", "sidecar.istio.io/inject": "true"},
+                },
+                "spec": {
+                    "serviceAccountName": topology.gateway.name,
+                    "securityContext": values["securityContext"],
+                    "containers": [
+                        {
+                            "name": "istio-proxy",
+                            "image": "auto",
+                            "securityContext": {
+                                "capabilities": {"drop": ["ALL"]},
+                                "allowPrivilegeEscalation": False,
+                                "privileged": False,
+                                "readOnlyRootFilesystem": True,
+                                "runAsNonRoot": True,
+                            },
+                            "ports": [{"containerPort": 15090, "protocol": "TCP", "name": "http-envoy-prom"}],
+                        }
+                    ],
+                },
+            }
+        }
+
+    def injected(self, pod: Manifest, topology: Topology) -> Injection:
+        """With istio-cni: `istio-validation` (an init container that only checks the redirect)
+        and `istio-proxy`, a native sidecar (an init container with restartPolicy Always, on
+        kubelets from 1.33). A gateway pod gets the `gateway` template instead: its own istio-proxy
+        container runs as 1337, and the pod the unprivileged-port sysctl."""
+        if pod["metadata"].get("annotations", {}).get("inject.istio.io/templates") == "gateway":
+            return Injection(
+                containers=(
+                    {"name": "istio-proxy", "image": PROXY_IMAGE, "securityContext": {"runAsUser": ISTIO_UID, "runAsGroup": ISTIO_UID}},
+                ),
+                pod_security_context={"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
+                image_users={PROXY_IMAGE: ISTIO_UID, "auto": ISTIO_UID},
+            )
+        return Injection(
+            init_containers=(
+                {"name": "istio-validation", "image": PROXY_IMAGE, "securityContext": dict(_NON_ROOT)},
+                {"name": "istio-proxy", "image": PROXY_IMAGE, "restartPolicy": "Always", "securityContext": dict(_NON_ROOT)},
+            ),
+            image_users={PROXY_IMAGE: ISTIO_UID},
+        )
+
+    def read_back(self, objects: list[Manifest], names: MeshNames) -> dict[str, Any]:
+        return istio.read_back(objects, names)
+
+
+BACKEND = IstioBackend()

@@ -1,0 +1,138 @@
+"""Istio in sidecar mode with istio-cni: the charts `base`, `istiod`, `cni` and `gateway`, pinned,
+installed in that order and waited for, and a gate that proves the sidecar injector answers.
+
+Istio 1.31 supports Kubernetes 1.32 to 1.36 (istio.io, "Announcing Istio 1.31"); its charts are
+published at blob.istio.io (nothing for 1.31 at the older storage bucket), its images at
+docker.io/istio. Every value set here is a key of the pinned chart's values.yaml
+(tests/stacks/test_helm_values.py), because Helm silently ignores a key a chart does not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aws_cdk import aws_eks_v2 as eks
+from constructs import Construct, IConstruct
+
+from charts.istio import COLLECTOR_HOST, TRACING_PROVIDER
+from charts.workloads import nlb_annotations
+
+from .helm_addon import HelmPin, owned_namespace, pinned_release
+from .webhook_gate import WebhookGate
+
+VERSION = "1.31.1"
+REPOSITORY = "https://blob.istio.io/istio-release/charts"
+NAMESPACE = "istio-system"
+HUB = "docker.io/istio"
+BASE = HelmPin("base", REPOSITORY, VERSION, NAMESPACE)
+ISTIOD = HelmPin("istiod", REPOSITORY, VERSION, NAMESPACE)
+CNI = HelmPin("cni", REPOSITORY, VERSION, NAMESPACE)
+# OTLP over HTTP: a gateway speaks HTTP/1.1 to a collector port whose name does not say gRPC.
+COLLECTOR_PORT = 4318
+# The sidecars' requests and limits (Istio's defaults would reserve 2 CPUs per pod at the limit).
+PROXY_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+GATE_NAMESPACE = "istio-webhook-gate"
+
+
+def istiod_values(*, egress_registry_only: bool, tracing: bool) -> dict[str, Any]:
+    mesh_config: dict[str, Any] = {
+        # Envoy's access log, as JSON on stdout, which the CloudWatch add-on ships.
+        "accessLogFile": "/dev/stdout",
+        "accessLogEncoding": "JSON",
+        # The sidecar's DNS proxy answers for ServiceEntry hosts (the workshop names), with the
+        # addresses istiod allocates (PILOT_ENABLE_IP_AUTOALLOCATE is on by default in 1.31).
+        "defaultConfig": {"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true"}},
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY" if egress_registry_only else "ALLOW_ANY"},
+    }
+    if tracing:
+        mesh_config["extensionProviders"] = [
+            {"name": TRACING_PROVIDER, "opentelemetry": {"service": COLLECTOR_HOST, "port": COLLECTOR_PORT, "http": {"path": "/v1/traces"}}}
+        ]
+    return {
+        "global": {"hub": HUB, "tag": VERSION, "proxy": {"resources": PROXY_RESOURCES}},
+        # istio-cni programs the pods' traffic redirect: no injected container needs NET_ADMIN.
+        "cni": {"enabled": True},
+        "autoscaleEnabled": False,
+        "replicaCount": 2,
+        "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}},
+        "meshConfig": mesh_config,
+    }
+
+
+def cni_values() -> dict[str, Any]:
+    # The chart's defaults chain the plugin after the VPC CNI in /etc/cni/net.d: nothing else.
+    return {"global": {"hub": HUB, "tag": VERSION}}
+
+
+def gateway_values(*, name: str, port: int, replicas: int, scheme: str) -> dict[str, Any]:
+    """The gateway chart's Deployment and Service, both named after the release: `replicas` Envoys
+    behind an NLB from port 80 to `port`, where the Istio Gateway's server listens."""
+    return {
+        "autoscaling": {"enabled": False},
+        "replicaCount": replicas,
+        # The namespace enforces Pod Security `restricted`, which needs a seccomp profile; the
+        # injector adds the unprivileged-port sysctl (allowed: it is a baseline "safe sysctl").
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "service": {
+            "type": "LoadBalancer",
+            "annotations": nlb_annotations(scheme),
+            "ports": [
+                {"name": "status-port", "port": 15021, "protocol": "TCP", "targetPort": 15021},
+                {"name": "http", "port": 80, "protocol": "TCP", "targetPort": port},
+            ],
+        },
+        "labels": {"app": name},
+    }
+
+
+class IstioControlPlane(Construct):
+    """base (the CRDs) -> istiod -> cni, each waited for, then the injector gate."""
+
+    def __init__(
+        self, scope: Construct, id: str, *, cluster: eks.ICluster, istiod: Mapping[str, Any], after: Sequence[IConstruct] = ()
+    ) -> None:
+        super().__init__(scope, id)
+        self.namespace = owned_namespace(self, cluster, NAMESPACE)
+        self.base = pinned_release(Construct(self, "Base"), cluster, BASE, values={}, after=[self.namespace, *after])
+        self.istiod = pinned_release(Construct(self, "Istiod"), cluster, ISTIOD, values=dict(istiod), after=[self.base])
+        # The CNI agent must run on the nodes before a meshed pod starts (its istio-validation
+        # init container checks the redirect is in place).
+        self.cni = pinned_release(Construct(self, "Cni"), cluster, CNI, values=cni_values(), after=[self.istiod])
+        # The injector fails closed, and istiod patches its CA bundle after it is Ready: the gate
+        # dry-runs a pod in a namespace labelled for injection until the webhook answers.
+        self.gate = WebhookGate(
+            self,
+            "WebhookGate",
+            cluster=cluster,
+            name="istio-webhook-gate",
+            namespace=NAMESPACE,
+            probe={
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "webhook-gate-probe", "namespace": GATE_NAMESPACE},
+                "spec": {"containers": [{"name": "probe", "image": "registry.k8s.io/pause:3.10"}]},
+            },
+            probe_namespace_labels={"istio-injection": "enabled"},
+            rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}],
+            after=[self.cni],
+        )
+
+
+class IstioGateway(Construct):
+    """The `gateway` chart, released as the gateway's name into the application namespace."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        cluster: eks.ICluster,
+        namespace: str,
+        values: Mapping[str, Any],
+        name: str,
+        after: Sequence[IConstruct],
+    ) -> None:
+        super().__init__(scope, id)
+        pin = HelmPin("gateway", REPOSITORY, VERSION, namespace)
+        self.release = pinned_release(self, cluster, pin, values=dict(values), after=list(after), release_name=name)

@@ -1,0 +1,67 @@
+"""Reading synthesized templates: manifests, Helm values, IAM statements."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def statement(template: Any, sid: str) -> dict[str, Any]:
+    found = [
+        s
+        for p in template.find_resources("AWS::IAM::Policy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s.get("Sid") == sid
+    ]
+    assert len(found) == 1, f"{len(found)} statements {sid}"
+    return found[0]  # type: ignore[no-any-return]
+
+
+def _text(value: Any) -> str:
+    """A property that is a string, or an Fn::Join of strings and tokens (tokens become TOKEN)."""
+    if isinstance(value, str):
+        return value
+    return "".join(part if isinstance(part, str) else "TOKEN" for part in value["Fn::Join"][1])
+
+
+def manifest_of(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    return json.loads(_text(resource["Properties"]["Manifest"]))  # type: ignore[no-any-return]
+
+
+def manifests(template: Any) -> dict[str, tuple[list[dict[str, Any]], list[str]]]:
+    """logical id -> (objects, DependsOn) of every Kubernetes manifest in the template."""
+    return {
+        name: (manifest_of(resource), resource.get("DependsOn", []))
+        for name, resource in template.find_resources("Custom::AWSCDK-EKS-KubernetesResource").items()
+    }
+
+
+def manifest_with(template: Any, kind: str, name: str) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """The one manifest holding <kind>/<name>: (logical id, objects, DependsOn)."""
+    found = [
+        (lid, objects, deps)
+        for lid, (objects, deps) in manifests(template).items()
+        if any(o["kind"] == kind and o["metadata"]["name"] == name for o in objects)
+    ]
+    assert len(found) == 1, f"{kind}/{name} is in {len(found)} manifests"
+    return found[0]
+
+
+def releases(template: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    """chart -> (logical id, resource) of every Helm release."""
+    return {r["Properties"]["Chart"]: (lid, r) for lid, r in template.find_resources("Custom::AWSCDK-EKS-HelmChart").items()}
+
+
+def helm_values(resource: dict[str, Any]) -> dict[str, Any]:
+    values = resource["Properties"].get("Values")
+    return {} if values is None else json.loads(_text(values))  # type: ignore[no-any-return]
+
+
+def object_value(template: Any, depends_on: str) -> str:
+    """The KubernetesObjectValue (a wait) that depends on `depends_on`."""
+    (found,) = [
+        lid
+        for lid, r in template.find_resources("Custom::AWSCDK-EKS-KubernetesObjectValue").items()
+        if depends_on in r.get("DependsOn", [])
+    ]
+    return found

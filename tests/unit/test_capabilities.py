@@ -1,0 +1,70 @@
+"""The capability tables: complete, enforced before anything is built, and what the README says."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends import backend_named
+from backends.capabilities import Feature, unsupported
+from config import ConfigError
+from config.settings import MESH_BACKENDS
+from scripts.parity_table import readme_table, table
+from tests.conftest import PROJECT_ROOT
+from tests.unit.test_settings import backend_config, config_with
+
+
+@pytest.mark.parametrize("name", MESH_BACKENDS)
+def test_every_backend_answers_for_every_feature(name: str) -> None:
+    backend = backend_named(name)
+    assert set(backend.capabilities) == set(Feature)
+    assert all(capability.how for capability in backend.capabilities.values())
+    assert backend.pod_security in ("privileged", "baseline", "restricted")
+
+
+def test_app_mesh_and_istio_express_the_default_topology() -> None:
+    for name in ("appmesh", "istio"):
+        backend = backend_named(name)
+        assert unsupported(backend.capabilities, backend_config(name).mesh.topology) == []
+
+
+def test_lattice_refuses_the_default_topology_listing_every_setting_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_with(mesh_backend="lattice")
+    message = str(caught.value)
+    assert message.startswith("config error: mesh_backend='lattice': cannot express 19 setting(s) of this topology: ")
+    assert "\n" not in message
+    for key in (
+        "topology.virtual_services.nodejs.routes[0].timeout_ms",
+        "topology.virtual_services.crystal.routes[0].retry",
+        "topology.services.frontend.timeout_ms",
+        "topology.services.crystal.outlier_detection",
+        "topology.services.nodejsv2.connection_pool",
+        "topology.mtls",
+        "topology.egress_filter",
+        "topology.tracing",
+    ):
+        assert key in message, key
+    assert "set retry: off" in message and "set egress_filter: ALLOW_ALL" in message
+    assert message.endswith("Drop these settings (config/examples/lattice.yaml does), or use mesh_backend=istio")
+
+
+def test_one_unsupported_setting_is_named_alone() -> None:
+    """Starting from the Lattice example, turning one thing back on names exactly that thing."""
+    with pytest.raises(ConfigError) as caught:
+        backend_config("lattice", **{"topology": {"services": {"crystal": {"outlier_detection": {"max_server_errors": 3}}}}})
+    assert str(caught.value) == (
+        "config error: mesh_backend='lattice': cannot express 1 setting(s) of this topology: outlier detection at "
+        "topology.services.crystal.outlier_detection (VPC Lattice has active health checks only, no passive outlier detection; "
+        "set outlier_detection: off). Drop these settings (config/examples/lattice.yaml does), or use mesh_backend=istio"
+    )
+
+
+def test_the_lattice_example_is_within_what_lattice_expresses() -> None:
+    config = backend_config("lattice")
+    assert config.mesh.backend == "lattice"
+    assert unsupported(backend_named("lattice").capabilities, config.mesh.topology) == []
+
+
+def test_the_readme_parity_table_is_the_generated_one() -> None:
+    """scripts/parity_table.py --write regenerates it from the capability tables."""
+    assert readme_table((PROJECT_ROOT / "README.md").read_text()) == table()
