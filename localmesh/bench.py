@@ -5,7 +5,9 @@
 * a backend (nodejs) called directly vs through Envoy's egress listener: requests/s, p50 and p99
   latency over a fixed number of GETs from a few concurrent keep-alive clients;
 * the frontend page with each backend delayed by 200 ms (RESPONSE_DELAY_MS): the frontend asks
-  both backends at once, so the page takes about 200 ms, not 400.
+  both backends at once, so the page takes about 200 ms, not 400;
+* load (frontend_load_figures): error rate and p50/p99 latency of 2,000 GETs at 50, 100 and 200
+  concurrent keep-alive clients, to the frontend's /json and to the gateway's /eks/.
 
 Both nodejs figures hit the same single `nodejs` process (the route's weights are set to
 nodejs:1,nodejsv2:0 for it). Every run is bounded in count and in time; all traffic goes to
@@ -16,6 +18,7 @@ pipe).
 from __future__ import annotations
 
 import http.client
+import json
 import math
 import statistics
 import sys
@@ -153,8 +156,58 @@ def _throughput_rows(label: str, burst: Burst) -> list[tuple[str, str]]:
     ]
 
 
+LOAD_REQUESTS = 2_000
+LOAD_CLIENTS = (50, 100, 200)
+LOAD_TIME_LIMIT_S = 90.0
+LOAD_TIMEOUT_S = 30.0
+
+
+def _load_row(label: str, clients: int, burst: Burst) -> tuple[str, str]:
+    """One burst as (label, figure): errors (non-200 answers and connection errors) over the
+    requests sent, then p50 / p99 latency; the frontend's 200s with a failed backend call are
+    noted as degraded."""
+    sent = len(burst.results)
+    errors = sent - len(burst.ok)
+    rate = errors / sent if sent else 0.0
+    figure = f"errors {errors}/{sent} ({rate:.2%}), p50 {burst.latency_ms(0.5):.1f} ms / p99 {burst.latency_ms(0.99):.1f} ms"
+    degraded = 0
+    for result in burst.ok:
+        try:
+            backends = json.loads(result.body).get("backends", {})
+        except ValueError:
+            continue
+        degraded += any(not answer.get("ok") for answer in backends.values())
+    if degraded:
+        figure += f" ({degraded} degraded: a backend failed)"
+    if burst.timed_out:
+        figure += f" (time limit hit: {sent} of {LOAD_REQUESTS} sent)"
+    return (f"load: {label}, {clients} clients, {LOAD_REQUESTS:,} GETs", figure)
+
+
+def frontend_load_figures(mesh: LocalMesh | None = None) -> list[tuple[str, str]]:
+    """(label, figure) rows: for 50, 100 and 200 concurrent keep-alive clients, 2,000 GETs to the
+    frontend's /json (which calls both backends through Envoy) and 2,000 to the gateway's /eks/
+    (Envoy to nodejs): error rate and p50/p99 latency. Uses `mesh`, else starts a LocalMesh with
+    cdk.json's topology. Each burst is bounded by LOAD_TIME_LIMIT_S; all traffic is loopback."""
+    if mesh is None:
+        with LocalMesh(access_log=False) as own:
+            return frontend_load_figures(own)
+    targets = [("frontend /json", _port(mesh.frontend_url), "/json")]
+    if mesh.ports.gateway is not None:
+        targets.append(("gateway /eks/", mesh.ports.gateway, "/eks/"))
+    for _, port, path in targets:
+        send_requests(port, 100, path=path, clients=10, time_limit=30.0)  # warm-up
+    rows: list[tuple[str, str]] = []
+    for clients in LOAD_CLIENTS:
+        for label, port, path in targets:
+            burst = send_requests(port, LOAD_REQUESTS, path=path, clients=clients, time_limit=LOAD_TIME_LIMIT_S, timeout=LOAD_TIMEOUT_S)
+            rows.append(_load_row(label, clients, burst))
+    return rows
+
+
 def run_benchmarks() -> list[tuple[str, str]]:
-    """(label, figure) rows. Starts two local meshes in turn; about 15 s in all."""
+    """(label, figure) rows. Starts three local meshes in turn; the first two take about 15 s,
+    the load figures (frontend_load_figures) up to a few minutes more."""
     rows: list[tuple[str, str]] = []
     # All of `nodejs` to the one `nodejs` process, so both figures measure the same server.
     with LocalMesh({"weights.nodejs": "nodejs:1,nodejsv2:0"}, access_log=False) as mesh:
@@ -182,6 +235,7 @@ def run_benchmarks() -> list[tuple[str, str]]:
                 f"{median:.0f} ms ({ok} OK; one call after the other would take >= {2 * DELAY_MS} ms)",
             )
         )
+    rows += frontend_load_figures()
     return rows
 
 

@@ -168,20 +168,48 @@ def build_crystal(source: Path = SERVICES_DIR / "crystal") -> Path:
 
 @dataclass(frozen=True)
 class ServiceKind:
-    """How to run one service folder natively: ``command()`` may build first."""
+    """How to run one service folder natively: ``command()`` may build first.
+
+    ``reads_weights``: the service shows the configured canary weights, from the directory
+    named by ``WEIGHTS_DIR_ENV`` (see ``write_weights_dir``).
+    """
 
     name: str
     source: Path
     command: Callable[[], list[str]]
+    reads_weights: bool = False
 
 
 SERVICE_KINDS: dict[str, ServiceKind] = {
     "nodejs": ServiceKind("nodejs", SERVICES_DIR / "nodejs", lambda: [node_executable(), "server.js"]),
     "frontend": ServiceKind(
-        "frontend", SERVICES_DIR / "frontend", lambda: [_require("ruby", "run scripts/install-runtimes.sh"), "server.rb"]
+        "frontend",
+        SERVICES_DIR / "frontend",
+        lambda: [_require("ruby", "run scripts/install-runtimes.sh"), "server.rb"],
+        reads_weights=True,
     ),
     "crystal": ServiceKind("crystal", SERVICES_DIR / "crystal", lambda: [str(build_crystal())]),
 }
+
+
+# The frontend's weights directory (services/frontend/lib/frontend/weights_dir.rb). In the cluster
+# it is a projected volume of the routing manifests' `weights-<virtual service>` ConfigMaps.
+WEIGHTS_DIR_ENV = "MESH_WEIGHTS_DIR"
+
+
+def write_weights_dir(directory: Path, weights: Mapping[str, Mapping[str, int]]) -> Path:
+    """Write the configured weights the way the frontend reads them: one file per virtual
+    service, ``<virtual service>.json`` = ``{"<target service>": weight, ...}``, in ``directory``
+    (created if needed). Each file is written under a hidden name and renamed into place, so a
+    frontend that is running never reads half a file. Returns ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for virtual_service, targets in weights.items():
+        if not virtual_service or "/" in virtual_service or virtual_service.startswith("."):
+            raise ValueError(f"not a virtual service name for a weights file: {virtual_service!r}")
+        partial = directory / f".{virtual_service}.json.tmp"
+        partial.write_text(json.dumps(dict(targets)) + "\n", encoding="utf-8")
+        os.replace(partial, directory / f"{virtual_service}.json")
+    return directory
 
 
 def terminate(process: subprocess.Popen[str] | None, readers: Sequence[threading.Thread], grace: float) -> int | None:

@@ -8,11 +8,17 @@
         mesh.egress_url         # the egress listener: send Host: nodejs.<zone>:3000, or use it as a proxy
         mesh.service_urls       # {service: its (first) process, bypassing Envoy}
         mesh.inbound_urls       # {service: [each instance's ingress listener]} (https with mTLS)
+        mesh.weights_dir        # the frontend's MESH_WEIGHTS_DIR: `<virtual service>.json` per virtual service
 
 Two Envoys (see localmesh/envoy.py): the outbound one (egress client + gateway) sends to the
 inbound one's per-instance ingress listeners, which forward to the processes; with
 `topology.mtls == "strict"` (the default) they talk mutual TLS with certificates made at start
 (localmesh/certs.py) in the mesh's temporary directory.
+
+The frontend shows the configured weights next to the observed split. In the cluster it reads
+them from a projected volume of the routing manifests' ConfigMaps. Here the mesh writes the
+same directory layout (`<virtual service>.json` = `{"<target service>": weight}`) from the
+topology into its temporary directory, and passes MESH_WEIGHTS_DIR to the frontend process.
 
 The configuration comes from cdk.json's context plus `-c`-style overrides, through the same
 `build_config` as `cdk synth`, so the local mesh has the names, routes and weights the charts
@@ -59,14 +65,24 @@ from localmesh.envoy import (  # noqa: E402
     render_inbound_config,
     terminates_mesh_tls,
 )
-from localmesh.processes import SERVICE_KINDS, ManagedProcess, ServiceError, http_get, terminate, wait_http_ok  # noqa: E402
+from localmesh.processes import (  # noqa: E402
+    SERVICE_KINDS,
+    WEIGHTS_DIR_ENV,
+    ManagedProcess,
+    ServiceError,
+    http_get,
+    terminate,
+    wait_http_ok,
+    write_weights_dir,
+)
 
 # How the egress client (the frontend) reaches its backends through Envoy:
 # "upstreams": `<BACKEND>_URL=http://127.0.0.1:<upstream listener>`, one listener per backend
 #   (works with any HTTP client; Envoy rewrites Host to the mesh name);
-# "proxy": `<BACKEND>_URL=http://<vs>.<zone>:3000` plus `http_proxy=<egress listener>`; needs a
-#   client that honours http_proxy (services/frontend passes p_addr=nil to Net::HTTP.new, which
-#   turns the environment proxy off, so it cannot use this mode as written).
+# "proxy" (the default): `<BACKEND>_URL=http://<vs>.<zone>:3000` plus `http_proxy=<egress
+#   listener>`, so the client asks Envoy for the mesh name, as the iptables redirect makes it do in
+#   the cluster. Needs a client that honours http_proxy: services/frontend does
+#   (Frontend.proxy_for, which decides without a DNS lookup of the mesh name).
 EgressMode = Literal["upstreams", "proxy"]
 EGRESS_MODES: tuple[EgressMode, ...] = ("upstreams", "proxy")
 
@@ -275,6 +291,8 @@ class LocalMesh:
         self.ports: LocalPorts = allocate_ports(self.topology, gateway_port, counts)
         # The temporary directory is created at start; its path is fixed now so the configs are.
         self.workdir = Path(tempfile.gettempdir()) / f"localmesh-{os.getpid()}-{id(self):x}-{self.ports.admin}"
+        # The configured weights, for the frontend (written at start).
+        self.weights_dir = self.workdir / "weights"
         self.tls: MeshTls | None = mesh_tls_files(self.workdir / "certs", self.topology) if self.topology.mtls == "strict" else None
         self.envoy_config = render_envoy_config(self.topology, self.hosted_zone, self.ports, access_log=access_log, tls=self.tls)
         self.inbound_config = render_inbound_config(self.topology, self.hosted_zone, self.ports, access_log=access_log, tls=self.tls)
@@ -370,8 +388,8 @@ class LocalMesh:
     # ---------------------------------------------------------------- lifecycle
 
     def env_for(self, service: Service, index: int = 0) -> dict[str, str]:
-        """A pod's environment, locally: names, the build args as variables, backend URLs, then
-        service_env and instance_env."""
+        """A pod's environment, locally: names, the build args as variables, backend URLs, the
+        weights directory (for the frontend only), then service_env and instance_env."""
         several = self.instance_counts.get(service.name, 1) > 1
         env = {
             "SERVICE_NAME": service.name,
@@ -386,6 +404,8 @@ class LocalMesh:
                 env.update({backend_env_name(b): self.mesh_url(b) for b in service.backends})
             else:
                 env.update({backend_env_name(b): self.upstream_urls[b] for b in service.backends})
+        if SERVICE_KINDS[self._kind(service)].reads_weights:
+            env[WEIGHTS_DIR_ENV] = str(self.weights_dir)
         env.update(self.service_env.get(service.name, {}))
         env.update(self.instance_env.get(service.name, {}).get(index, {}))
         return env
@@ -400,15 +420,17 @@ class LocalMesh:
         return path
 
     def start(self) -> LocalMesh:
-        """Make the certificates, start every service instance and the inbound Envoy at once, then
-        the outbound Envoy (its first health-check round must find the ingress listeners up);
-        return when all are healthy. On any failure, stop whatever did start and raise."""
+        """Make the certificates and the weights directory, start every service instance and the
+        inbound Envoy at once, then the outbound Envoy (its first health-check round must find
+        the ingress listeners up); return when all are healthy. On any failure, stop whatever did
+        start and raise."""
         self.workdir.mkdir(mode=0o700)
         self._created_workdir = True
         logs = self.log_dir or None
         try:
             if self.topology.mtls == "strict":
                 generate_mesh_certificates(self.workdir / "certs", self.topology, self.hosted_zone)
+            write_weights_dir(self.weights_dir, self.topology.weights())
             self.inbound_envoy = EnvoyProcess(
                 self.write_envoy_config(self.workdir, "envoy-inbound.yaml", self.inbound_config),
                 self.ports.inbound_admin or 0,

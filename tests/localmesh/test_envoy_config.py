@@ -207,7 +207,7 @@ def test_admin_and_listener_names(rendered: dict[str, Any]) -> None:
 
 CUSTOM = {
     "services": {
-        "web": {"backends": ["api", "docs"]},
+        "web": {"source": "services/frontend", "backends": ["api", "docs"]},
         "a": {"source": "services/nodejs"},
         "b": {"source": "services/nodejs"},
         "c": {"source": "services/crystal"},

@@ -180,6 +180,34 @@ def test_frontend_page_shows_both_backends_through_envoy(mesh: LocalMesh) -> Non
     assert after[key] - before.get(key, 0) >= 4, (key, before.get(key), after.get(key))
 
 
+@pytest.mark.parametrize(
+    ("fixture", "nodejs_weights"),
+    [("mesh", {"nodejs": 2, "nodejsv2": 1}), ("mesh_canary_only", {"nodejs": 0, "nodejsv2": 1})],
+    ids=["cdk.json", "weights-override"],
+)
+def test_frontend_shows_the_configured_weights(fixture: str, nodejs_weights: dict[str, int], request: pytest.FixtureRequest) -> None:
+    """The weights directory the mesh writes from the topology (one `<vs>.json` per virtual
+    service, as the cluster's projected volume has it) reaches the frontend, and only it."""
+    mesh: LocalMesh = request.getfixturevalue(fixture)
+    status, body = http_get(mesh.frontend_url + "/json")
+    assert status == 200
+    data = json.loads(body)
+    assert data["weights"] == {
+        "dir": str(mesh.weights_dir),
+        "state": "ok",
+        "configured": {"crystal": {"crystal": 1}, "nodejs": nodejs_weights},
+        "files": {"crystal.json": {"state": "ok"}, "nodejs.json": {"state": "ok"}},
+    }
+    split = data["split"]["nodejs"]
+    assert split["configured"] is True
+    assert {target: split["targets"][target]["weight"] for target in nodejs_weights} == nodejs_weights
+    total = sum(nodejs_weights.values())
+    assert split["targets"]["nodejsv2"]["configured_percent"] == round(100 * nodejs_weights["nodejsv2"] / total, 1)
+    frontend = next(name for name in mesh.processes if mesh.processes[name].kind.name == "frontend")
+    with_dir = {name for name, process in mesh.processes.items() if "MESH_WEIGHTS_DIR" in process.env}
+    assert with_dir == {frontend}
+
+
 # ------------------------------------------------------------------ the command line
 
 

@@ -30,11 +30,15 @@ class HealthPortTest < Minitest::Test
   end
 
   def test_health_listener_serves_health_only
+    port = free_port
+    health_port = free_port
+    health_port = free_port while health_port == port
     log = StringIO.new
-    server = MiniHTTP::Server.new(host: '127.0.0.1', port: 0, handler: Frontend::HealthApp.new,
-                                  log_io: log, log_requests: false)
-    thread = Thread.new { server.serve }
-    url = "http://127.0.0.1:#{server.port}"
+    config = Frontend::Config.from_env('PORT' => port.to_s, 'HEALTH_PORT' => health_port.to_s,
+                                       'BIND_ADDRESS' => '127.0.0.1', 'NODEJS_URL' => dead_url, 'CRYSTAL_URL' => dead_url)
+    service = Frontend::Service.new(config, log: Frontend::JsonLog.new(log)).start
+    assert_equal health_port, service.health_port
+    url = "http://127.0.0.1:#{health_port}"
     health = get("#{url}/health")
     assert_equal '200', health.code
     assert_equal({ 'status' => 'ok' }, JSON.parse(health.body))
@@ -49,10 +53,32 @@ class HealthPortTest < Minitest::Test
       assert_equal 'not found', JSON.parse(res.body)['error']
     end
     assert_empty log.string, 'probe requests are not logged'
+    assert_equal 0, service.stats.counts[:requests], 'nor counted'
   ensure
-    server&.request_stop
-    thread&.join(2)
-    server&.drain(2)
+    service&.stop
+    service&.wait(2)
+  end
+
+  # The health listener has its own threads: probes are answered while every application
+  # thread is busy.
+  def test_health_answers_while_the_app_is_saturated
+    port = free_port
+    health_port = free_port
+    health_port = free_port while health_port == port
+    slow = ServerHelpers::StubBackend.new(delay: 0.6)
+    config = Frontend::Config.from_env('PORT' => port.to_s, 'HEALTH_PORT' => health_port.to_s, 'BIND_ADDRESS' => '127.0.0.1',
+                                       'NODEJS_URL' => slow.url, 'CRYSTAL_URL' => slow.url)
+    service = Frontend::Service.new(config, log: Frontend::JsonLog.new(StringIO.new), threads: 1, min_threads: 1).start
+    busy = 3.times.map { Thread.new { get("http://127.0.0.1:#{port}/json") } }
+    sleep 0.2
+    res, elapsed = timed { get("http://127.0.0.1:#{health_port}/health") }
+    assert_equal '200', res.code
+    assert_operator elapsed, :<, 0.5
+    assert_equal ['200'] * 3, busy.map { |t| t.value.code }
+  ensure
+    service&.stop
+    service&.wait(5)
+    slow&.stop
   end
 
   def test_real_process_serves_health_port_and_stops_on_sigterm

@@ -4,13 +4,14 @@ require 'minitest/autorun'
 require 'net/http'
 require 'json'
 require 'stringio'
+require 'tmpdir'
 require_relative '../lib/frontend'
-require_relative '../lib/mini_http'
+require_relative '../lib/frontend/listeners'
 
-# Helpers: in-process servers on ephemeral loopback ports.
+# Helpers: the Rack app called directly, and real Puma servers on ephemeral loopback ports.
 module ServerHelpers
-  # A stub backend: answers `/` with `answer.call(request)` after `delay` s,
-  # recording each request's headers.
+  # A stub backend (Puma, in-process): answers `/` with `answer.call(headers)` after `delay`
+  # s, recording each request's headers (lower-case names).
   class StubBackend
     attr_reader :requests, :url
 
@@ -18,36 +19,41 @@ module ServerHelpers
       @requests = Queue.new
       @answer = answer || ->(_req) { { service: 'stub', version: '1', message: 'hi', pod: 'p', zone: 'z' } }
       @delay = delay
-      handler = lambda do |req|
-        @requests << req
-        next [404, {}, '{"error":"not found"}'] unless req.path == '/'
+      app = lambda do |env|
+        headers = env.select { |key, _| key.start_with?('HTTP_') }
+                     .to_h { |key, value| [key.delete_prefix('HTTP_').downcase.tr('_', '-'), value] }
+        @requests << headers
+        next [404, {}, ['{"error":"not found"}']] unless env['PATH_INFO'] == '/'
 
         sleep @delay if @delay.positive?
-        [200, { 'Content-Type' => 'application/json' }, JSON.generate(@answer.call(req))]
+        [200, { 'Content-Type' => 'application/json' }, [JSON.generate(@answer.call(headers))]]
       end
-      @server = MiniHTTP::Server.new(host: '127.0.0.1', port: 0, handler: handler, service: 'stub',
-                                     log_io: StringIO.new)
-      @thread = Thread.new { @server.serve }
-      @url = "http://127.0.0.1:#{@server.port}"
+      @server = Puma::Server.new(app, Puma::Events.null, min_threads: 0, max_threads: 16)
+      @server.add_tcp_listener('127.0.0.1', 0)
+      @server.run
+      @url = "http://127.0.0.1:#{@server.connected_ports.first}"
     end
 
     def stop
-      @server.request_stop
-      @thread.join(2)
-      @server.drain(2)
+      @server.stop(true)
     end
   end
 
-  # The frontend app served in-process; `log` holds its JSON log lines.
+  # The whole frontend (Frontend::Service: Puma, the request log, the counters) in-process;
+  # `log` holds its JSON log lines.
   class FrontendServer
-    attr_reader :url, :app, :log, :server
+    attr_reader :url, :service, :log
 
-    def initialize(env)
+    def initialize(env, **options)
       @log = StringIO.new
-      @app = Frontend::App.new(Frontend::Config.from_env(env))
-      @server = MiniHTTP::Server.new(host: '127.0.0.1', port: 0, handler: @app, log_io: @log)
-      @thread = Thread.new { @server.serve }
-      @url = "http://127.0.0.1:#{@server.port}"
+      config = Frontend::Config.from_env({ 'PORT' => '0', 'BIND_ADDRESS' => '127.0.0.1',
+                                           'MESH_WEIGHTS_DIR' => '/nonexistent/weights' }.merge(env))
+      @service = Frontend::Service.new(config, log: Frontend::JsonLog.new(@log), **options).start
+      @url = "http://127.0.0.1:#{@service.port}"
+    end
+
+    def app
+      @service.app
     end
 
     # The log line is written just after the answer is sent: wait for it.
@@ -62,9 +68,8 @@ module ServerHelpers
     end
 
     def stop
-      @server.request_stop
-      @thread.join(2)
-      @server.drain(2)
+      @service.stop
+      @service.wait(5)
     end
   end
 
@@ -83,9 +88,23 @@ module ServerHelpers
     end
   end
 
+  # Raw bytes over one connection: the whole answer, read until the server closes.
+  def raw(port, request)
+    socket = TCPSocket.new('127.0.0.1', port)
+    socket.write(request)
+    socket.read
+  ensure
+    socket&.close
+  end
+
   def timed
     t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     result = yield
     [result, Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0]
+  end
+
+  # A Frontend::Config for the app called directly (no listener).
+  def config(env = {})
+    Frontend::Config.from_env({ 'MESH_WEIGHTS_DIR' => '/nonexistent/weights' }.merge(env))
   end
 end
