@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from config.errors import ConfigError
-from config.settings import MESH_BACKENDS, AppConfig
+from config.settings import MESH_BACKENDS, AppConfig, check_node_capacity
 
 from .capabilities import check_table, check_topology
 
@@ -38,4 +38,5 @@ def check_backend(config: AppConfig) -> MeshBackend:
     """The configured backend, once the topology is known to be within what it can express."""
     backend = backend_for(config)
     check_topology(backend.name, backend.capabilities, config.mesh.topology, _FALLBACK if backend.name != _FALLBACK else "appmesh")
+    check_node_capacity(config, mesh_pods=backend.platform_pods(config.mesh.topology), mesh_daemonsets=backend.daemonset_pods)
     return backend

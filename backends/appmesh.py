@@ -121,6 +121,11 @@ class AppMeshBackend(MeshBackend):
 
     # -- AWS ---------------------------------------------------------------------------------
 
+    def platform_pods(self, topology: Topology) -> int:
+        # The controller (replicaCount 1 in the chart); with mTLS, cert-manager's controller,
+        # webhook and CA injector.
+        return 1 + (3 if topology.mtls == "strict" else 0)
+
     def discovery_needs(self, topology: Topology) -> DiscoveryNeeds:
         return DiscoveryNeeds(hosted_zone=True, cloud_map=topology.discovery == "cloudmap")
 

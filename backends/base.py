@@ -84,6 +84,10 @@ class ServiceParts:
     after: tuple[Manifest, ...] = ()
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     pod_labels: Mapping[str, str] = field(default_factory=dict)
+    # How long a stopping pod keeps serving before it is sent SIGTERM: a data plane outside the
+    # cluster (VPC Lattice) deregisters targets some time after Kubernetes removes the endpoint.
+    drain_seconds: int = 0
+    termination_grace_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,12 @@ class MeshBackend(ABC):
     warning: ClassVar[str | None] = None
     # The features its objects carry, which `read_back` returns (the parity test's scope).
     round_trip: ClassVar[frozenset[Feature]]
+    # Pods its control plane runs on every node (for the node-capacity check).
+    daemonset_pods: ClassVar[int] = 0
+
+    @abstractmethod
+    def platform_pods(self, topology: Topology) -> int:
+        """Pods its control plane runs once per cluster (for the node-capacity check)."""
 
     # -- AWS ---------------------------------------------------------------------------------
 

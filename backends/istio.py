@@ -96,7 +96,10 @@ class IstioBackend(MeshBackend):
             "certificates rotate automatically: no cert-manager, no restarts",
         ),
         Feature.AUTHORIZATION: yes("AuthorizationPolicy per service: only its declared callers' service accounts"),
-        Feature.EGRESS_FILTER: yes("outboundTrafficPolicy REGISTRY_ONLY and a Sidecar per workload listing its backends"),
+        Feature.EGRESS_FILTER: yes(
+            "outboundTrafficPolicy REGISTRY_ONLY and a Sidecar per workload listing its backends",
+            "a gateway reaches what its gateway routes name (istiod applies no Sidecar to gateways)",
+        ),
         Feature.WORKSHOP_NAMES: yes(
             "ServiceEntry per virtual service, answered by the sidecar's DNS proxy",
             "the names resolve only inside pods with a sidecar (no Route 53 zone)",
@@ -109,6 +112,11 @@ class IstioBackend(MeshBackend):
     }
 
     # -- AWS ---------------------------------------------------------------------------------
+
+    daemonset_pods = 1  # istio-cni
+
+    def platform_pods(self, topology: Topology) -> int:
+        return 2  # istiod (replicaCount 2); the gateway's pods are counted with the gateway
 
     def discovery_needs(self, topology: Topology) -> DiscoveryNeeds:
         # The workshop names resolve in the sidecars' DNS proxy: no Route 53 zone, no Cloud Map.
@@ -171,11 +179,10 @@ class IstioBackend(MeshBackend):
         return {"istio-injection": "enabled"}
 
     def service_parts(self, service: Service, topology: Topology, names: MeshNames) -> ServiceParts:
-        return ServiceParts(
-            after=tuple(istio.service_objects(service, topology, names, callers(topology)[service.name])),
-            # Envoy intercepts only the app port: the health port is the kubelet's (as with App Mesh).
-            pod_annotations={"traffic.sidecar.istio.io/excludeInboundPorts": str(service.health_port)},
-        )
+        # The health port stays inside the mesh (STRICT mTLS, the service's authorization): the
+        # injector rewrites the kubelet's HTTP probes to the agent's :15020/app-health/, which
+        # calls the app from 127.0.0.6, an address the redirect lets through.
+        return ServiceParts(after=tuple(istio.service_objects(service, topology, names, callers(topology)[service.name])))
 
     def routing_objects(self, virtual_service: VirtualService, topology: Topology, names: MeshNames) -> list[Manifest]:
         return istio.routing_objects(virtual_service, topology, names)

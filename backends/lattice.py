@@ -44,6 +44,9 @@ from .capabilities import CapabilityTable, Feature, cannot, not_applicable, part
 # The local mesh's Envoy release, as a non-root image (distroless: uid 65532, entrypoint envoy).
 ENVOY_IMAGE = "docker.io/envoyproxy/envoy:distroless-v1.40.0"
 ENVOY_UID = 65532
+# The controller's FAQ (docs/faq.md, v2.1.3) against 503s during rollouts.
+LATTICE_DRAIN_SECONDS = 60
+LATTICE_TERMINATION_GRACE_SECONDS = 150
 EXAMPLE_LOG_GROUP_ARN = "arn:aws:logs:us-west-1:123456789012:log-group:/aws/vpclattice/app-mesh:*"
 CHECKOV_GATEWAY = {
     "CKV_K8S_15": "a pinned release tag of the official Envoy image, which Envoy does not re-tag",
@@ -93,6 +96,9 @@ class LatticeBackend(MeshBackend):
     }
 
     # -- AWS ---------------------------------------------------------------------------------
+
+    def platform_pods(self, topology: Topology) -> int:
+        return 2  # the controller (the chart's deployment.replicas)
 
     def discovery_needs(self, topology: Topology) -> DiscoveryNeeds:
         # The workshop names are CNAMEs to the Lattice services' own names; no Cloud Map.
@@ -176,8 +182,15 @@ class LatticeBackend(MeshBackend):
         return {}
 
     def service_parts(self, service: Service, topology: Topology, names: MeshNames) -> ServiceParts:
-        after = (lattice.target_group_policy(service, names),) if lattice.is_lattice_target(service, topology) else ()
-        return ServiceParts(after=after)
+        if not lattice.is_lattice_target(service, topology):
+            return ServiceParts()
+        # The controller deregisters a target when its endpoint goes, and Lattice keeps sending to
+        # it for a while after: the pod keeps serving through that gap.
+        return ServiceParts(
+            after=(lattice.target_group_policy(service, names),),
+            drain_seconds=LATTICE_DRAIN_SECONDS,
+            termination_grace_seconds=LATTICE_TERMINATION_GRACE_SECONDS,
+        )
 
     def routing_objects(self, virtual_service: VirtualService, topology: Topology, names: MeshNames) -> list[Manifest]:
         return [lattice.http_route(virtual_service, topology, names)]

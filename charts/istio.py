@@ -15,7 +15,8 @@ How the workshop maps onto Istio (sidecar mode, istio-cni):
   balancer's plain traffic on its port (PERMISSIVE there), as its App Mesh listener does;
 * least privilege is an AuthorizationPolicy per service allowing only the service accounts of
   its declared callers (the gateway's included);
-* egress is the mesh's REGISTRY_ONLY plus a Sidecar per workload listing exactly its backends.
+* egress is the mesh's REGISTRY_ONLY plus a Sidecar per workload listing exactly its backends
+  (a gateway's is what its gateway routes name: istiod applies no Sidecar to gateways).
 """
 
 from __future__ import annotations
@@ -311,11 +312,10 @@ def gateway_object(gateway: Gateway, names: MeshNames) -> Manifest:
 
 
 def gateway_objects(gateway: Gateway, topology: Topology, names: MeshNames) -> list[Manifest]:
-    objects = [gateway_object(gateway, names)]
-    if topology.egress_filter == "DROP_ALL":
-        backends = tuple(dict.fromkeys(route.virtual_service for route in gateway.routes))
-        objects.append(sidecar(gateway.name, {"app": gateway.name}, backends, topology, names))
-    return objects
+    # No Sidecar: istiod gives every gateway the namespace's default scope whatever Sidecar
+    # selects it (PushContext.doGetSidecarScope, 1.31). A gateway forwards only where the
+    # VirtualServices bound to its Gateway send, which is what bounds its egress.
+    return [gateway_object(gateway, names)]
 
 
 # --------------------------------------------------------------------------------------------

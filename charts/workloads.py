@@ -125,6 +125,14 @@ def pod_security(kplus: ModuleType) -> Any:
     return kplus.PodSecurityContextProps(ensure_non_root=False)
 
 
+def zone_spread(labels: Mapping[str, str]) -> list[Manifest]:
+    """Pods with these labels spread over the zones; preferred, not required: a full zone must
+    not keep a replica from starting."""
+    return [
+        {"maxSkew": 1, "topologyKey": ZONE_LABEL, "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": dict(labels)}}
+    ]
+
+
 def _harden(chart: Construct, deployment: Any, labels: dict[str, str], replicas: int, *, name: str) -> None:
     """What the container contexts do not cover: the pod's seccomp profile (it also covers the
     injected containers, which set none), zone spread, a disruption budget."""
@@ -133,20 +141,7 @@ def _harden(chart: Construct, deployment: Any, labels: dict[str, str], replicas:
     # Pod Security `restricted` refuses): the containers say it themselves, so the pod says nothing.
     api.add_json_patch(cdk8s.JsonPatch.remove("/spec/template/spec/securityContext/runAsNonRoot"))
     api.add_json_patch(cdk8s.JsonPatch.add("/spec/template/spec/securityContext/seccompProfile", {"type": "RuntimeDefault"}))
-    api.add_json_patch(
-        cdk8s.JsonPatch.add(
-            "/spec/template/spec/topologySpreadConstraints",
-            [
-                {
-                    "maxSkew": 1,
-                    "topologyKey": ZONE_LABEL,
-                    # Prefer spreading over refusing to schedule when a zone is full.
-                    "whenUnsatisfiable": "ScheduleAnyway",
-                    "labelSelector": {"matchLabels": labels},
-                }
-            ],
-        )
-    )
+    api.add_json_patch(cdk8s.JsonPatch.add("/spec/template/spec/topologySpreadConstraints", zone_spread(labels)))
     if replicas > 1:
         cdk8s.ApiObject(
             chart,
@@ -243,6 +238,7 @@ def service_chart(
     deployment.node.add_dependency(*ahead)
     if service.backends:
         _mount_weights(deployment, service.backends)
+    _drain(deployment, parts)
     _harden(chart, deployment, labels, service.replicas, name=service.virtual_node)
     service_type = {
         "none": kplus.ServiceType.CLUSTER_IP,
@@ -263,6 +259,20 @@ def service_chart(
     for index, manifest in enumerate(parts.after):
         add_object(chart, f"mesh-after-{index}", manifest).node.add_dependency(kubernetes_service)
     return chart
+
+
+def _drain(deployment: Any, parts: ServiceParts) -> None:
+    """A preStop sleep (the kubelet's own action: the images need no shell) and a grace period
+    long enough for it; the sleep counts against the grace period."""
+    api = cdk8s.ApiObject.of(deployment)
+    if parts.drain_seconds:
+        api.add_json_patch(
+            cdk8s.JsonPatch.add("/spec/template/spec/containers/0/lifecycle", {"preStop": {"sleep": {"seconds": parts.drain_seconds}}})
+        )
+    if parts.termination_grace_seconds is not None:
+        if parts.termination_grace_seconds <= parts.drain_seconds:
+            raise ValueError(f"termination grace {parts.termination_grace_seconds}s must exceed the drain {parts.drain_seconds}s")
+        api.add_json_patch(cdk8s.JsonPatch.add("/spec/template/spec/terminationGracePeriodSeconds", parts.termination_grace_seconds))
 
 
 def _mount_weights(deployment: Any, backends: Sequence[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,16 @@ class HelmPin:
     namespace: str
 
 
-def owned_namespace(scope: Construct, cluster: eks.ICluster, name: str) -> eks.KubernetesManifest:
+def owned_namespace(
+    scope: Construct, cluster: eks.ICluster, name: str, *, labels: Mapping[str, str] | None = None
+) -> eks.KubernetesManifest:
     """The add-on's namespace as a manifest of ours (not Helm's `--create-namespace`), so that
     objects can be put in it before the release and `cdk destroy` removes it."""
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = dict(labels)
     return eks.KubernetesManifest(
-        scope, "Namespace", cluster=cluster, manifest=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}]
+        scope, "Namespace", cluster=cluster, manifest=[{"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}]
     )
 
 

@@ -16,7 +16,7 @@ from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
 from charts.istio import COLLECTOR_HOST, TRACING_PROVIDER
-from charts.workloads import nlb_annotations
+from charts.workloads import nlb_annotations, zone_spread
 
 from .helm_addon import HelmPin, owned_namespace, pinned_release
 from .webhook_gate import WebhookGate
@@ -82,7 +82,10 @@ def gateway_values(*, name: str, port: int, replicas: int, scheme: str) -> dict[
                 {"name": "http", "port": 80, "protocol": "TCP", "targetPort": port},
             ],
         },
-        "labels": {"app": name},
+        # As the app's Deployments have (charts/workloads.py): a node roll must not take both
+        # Envoys at once. The chart labels the pods app=<release>, istio=<release less istio->.
+        "podDisruptionBudget": {"minAvailable": 1},
+        "topologySpreadConstraints": zone_spread({"app": name, "istio": name.removeprefix("istio-")}),
     }
 
 
@@ -93,7 +96,9 @@ class IstioControlPlane(Construct):
         self, scope: Construct, id: str, *, cluster: eks.ICluster, istiod: Mapping[str, Any], after: Sequence[IConstruct] = ()
     ) -> None:
         super().__init__(scope, id)
-        self.namespace = owned_namespace(self, cluster, NAMESPACE)
+        # The CNI agent (hostNetwork, hostPath, NET_ADMIN) needs the privileged level: said here,
+        # so that a cluster-wide default level or a policy add-on cannot stop it silently.
+        self.namespace = owned_namespace(self, cluster, NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "privileged"})
         self.base = pinned_release(Construct(self, "Base"), cluster, BASE, values={}, after=[self.namespace, *after])
         self.istiod = pinned_release(Construct(self, "Istiod"), cluster, ISTIOD, values=dict(istiod), after=[self.base])
         # The CNI agent must run on the nodes before a meshed pod starts (its istio-validation

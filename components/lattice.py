@@ -9,7 +9,10 @@ at v2.1.3) grants `vpc-lattice:*` and more on `*`. This role is narrower, and sa
   access-log subscriptions; reads of service networks). Not service-network or VPC-association
   writes: CloudFormation owns the network and its association here. Not auth policies: no
   IAMAuthPolicy is rendered (the workshop's callers cannot sign requests with SigV4).
-* no ec2:Describe*: the controller is given the VPC id and cluster name, so it looks nothing up.
+* of ec2, only the reads VPC Lattice itself checks on the caller when the controller creates
+  target groups and registers targets (DescribeVpcs, DescribeSubnets, DescribeSecurityGroups,
+  DescribeAvailabilityZoneMappings); not DescribeTags, which the controller calls only to find
+  a cluster name it is given here.
 * no tag:* (disableTaggingServiceApi), no acm (no HTTPS listeners), no s3/firehose (access logs
   go to CloudWatch Logs).
 """
@@ -64,6 +67,11 @@ _WRITE = [
     "ListAccessLogSubscriptions",
 ]
 LATTICE_ACTIONS = sorted(f"vpc-lattice:{action}" for action in {*_READ, *_WRITE})
+# Reads the controller never calls itself but which VPC Lattice appears to check against the
+# caller of CreateTargetGroup and RegisterTargets: AWS's CloudFormation handlers for those
+# resources declare EC2 reads they never make. We keep the documented policy's three; its
+# ec2:DescribeTags is dropped because the controller looks nothing up by tag.
+EC2_READ_ACTIONS = sorted(f"ec2:{action}" for action in ("DescribeVpcs", "DescribeSubnets", "DescribeSecurityGroups"))
 # CloudWatch Logs delivery, which an access-log subscription to a log group sets up.
 LOG_DELIVERY_ACTIONS = sorted(
     f"logs:{action}"
@@ -98,6 +106,9 @@ def controller_values(*, region: str, vpc_id: str, cluster_name: str, role_arn: 
         "defaultServiceNetwork": "",
         # Ownership tags through vpc-lattice:TagResource, not the Resource Groups Tagging API.
         "disableTaggingServiceApi": True,
+        # The FAQ's advice (docs/faq.md, v2.1.3): deregisters stopping pods sooner, with the
+        # preStop sleep backends/lattice.py gives every Lattice target.
+        "routeMaxConcurrentReconciles": 10,
         "log": {"level": "info"},
     }
 
@@ -121,6 +132,7 @@ class LatticeController(Construct):
         self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=NAMESPACE, service_account=SERVICE_ACCOUNT)
         self.irsa.add_to_policy(iam.PolicyStatement(sid="LatticeServicesOfThisCluster", actions=LATTICE_ACTIONS, resources=["*"]))
         self.irsa.add_to_policy(iam.PolicyStatement(sid="AccessLogDelivery", actions=LOG_DELIVERY_ACTIONS, resources=["*"]))
+        self.irsa.add_to_policy(iam.PolicyStatement(sid="TargetChecksLatticeMakes", actions=EC2_READ_ACTIONS, resources=["*"]))
         for service, role in SERVICE_LINKED_ROLES.items():
             self.irsa.add_to_policy(
                 iam.PolicyStatement(
@@ -135,13 +147,14 @@ class LatticeController(Construct):
             default_policy,
             {
                 "CKV_AWS_111": "VPC Lattice ids are assigned at run time and its List calls take no resource; CloudWatch Logs "
-                "delivery APIs support no resource-level permissions"
+                "delivery APIs and EC2 Describe calls support no resource-level permissions"
             },
         )
         acknowledge(
             self.irsa.role,
             "VPC Lattice resources (services, listeners, rules, target groups) are created by the controller with ids "
-            "assigned at run time, and Lattice's List calls and CloudWatch Logs' delivery APIs take no resource: the "
+            "assigned at run time, and Lattice's List calls, CloudWatch Logs' delivery APIs and EC2's Describe calls take "
+            "no resource: the "
             "actions are listed one by one instead (components/lattice.py says which the documented policy has that "
             "this one drops).",
             "IAM5[Resource::*]",

@@ -6,6 +6,11 @@ Istio's sidecars and gateways expose istio_requests_total and istio_request_dura
 on :15020/stats/prometheus and say so in `prometheus.io/*` pod annotations (the injector sets
 them). The scraper runs in the cluster's private subnets; with the cluster's access entries
 (authentication mode API) AMP grants it read access to the cluster itself.
+
+Its network interfaces carry the cluster security group, as AMP's user guide asks: they must
+reach the API server's private endpoint (pod discovery) as well as the pods, and that group
+admits all traffic from itself. A separate group would need rules to both; without the first,
+the scraper still reports ACTIVE and scrapes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from constructs import Construct
 
 # The managed collector's minimum.
 SCRAPE_INTERVAL = "30s"
-METRICS_PORT = 15020
 
 
 def scrape_configuration() -> str:
@@ -55,20 +59,6 @@ class ManagedPrometheus(Construct):
     def __init__(self, scope: Construct, id: str, *, cluster: eks.ICluster, vpc: ec2.IVpc, alias: str) -> None:
         super().__init__(scope, id)
         self.workspace = aps.CfnWorkspace(self, "Workspace", alias=alias)
-        self.security_group = ec2.SecurityGroup(
-            self, "ScraperSecurityGroup", vpc=vpc, description="AMP managed scraper, to the pod metrics port 15020"
-        )
-        # The scraper reaches the pods' metrics port; the cluster security group holds the pods.
-        ec2.CfnSecurityGroupIngress(
-            self,
-            "MetricsFromScraper",
-            group_id=cluster.cluster_security_group_id,
-            ip_protocol="tcp",
-            from_port=METRICS_PORT,
-            to_port=METRICS_PORT,
-            source_security_group_id=self.security_group.security_group_id,
-            description="AMP managed scraper to the sidecars' merged metrics",
-        )
         self.scraper = aps.CfnScraper(
             self,
             "Scraper",
@@ -77,7 +67,7 @@ class ManagedPrometheus(Construct):
                 eks_configuration=aps.CfnScraper.EksConfigurationProperty(
                     cluster_arn=cluster.cluster_arn,
                     subnet_ids=[subnet.subnet_id for subnet in vpc.private_subnets],
-                    security_group_ids=[self.security_group.security_group_id],
+                    security_group_ids=[cluster.cluster_security_group_id],
                 )
             ),
             destination=aps.CfnScraper.DestinationProperty(

@@ -40,6 +40,6 @@ MAX_PODS: dict[str, int] = {
 # Pods every node runs (aws-node, kube-proxy, eks-pod-identity-agent, the CloudWatch agent and
 # Fluent Bit of the observability add-on).
 DAEMONSET_PODS_PER_NODE = 5
-# Pods the platform runs once per cluster (2 CoreDNS, the App Mesh controller, the
-# CloudWatch observability operator).
-PLATFORM_PODS = 4
+# Pods the platform runs once per cluster whatever the mesh (2 CoreDNS, the CloudWatch
+# observability operator); each mesh backend adds its own (backends/*: platform_pods).
+PLATFORM_PODS = 3

@@ -106,6 +106,8 @@ class AppConfig:
     mesh: MeshConfig
     termination_protection: bool = False
     pipeline: PipelineConfig | None = None
+    # Synth warnings the user has read and accepts, by id (`appmesh-eks:open-to-internet-frontend`).
+    acknowledged_warnings: tuple[str, ...] = ()
     # The day of the synth, for warnings only (a Kubernetes version near the end of support);
     # None where no clock is read (tests), so that the templates never depend on it.
     today: date | None = None
@@ -142,6 +144,7 @@ KNOWN_KEYS = {
     "services_per_stack",
     "topology",
     "termination_protection",
+    "acknowledge_warnings",
     "pipeline_connection_arn",
     "pipeline_repository",
     "pipeline_branch",
@@ -280,7 +283,7 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: d
 
     topology = _topology_with_weights(values)
     network = _network(values, region)
-    cluster = _cluster(values, topology)
+    cluster = _cluster(values)
     discovery = DiscoveryConfig(
         hosted_zone=_domain("hosted_zone", values.get("hosted_zone", "appmeshworkshop.hosted.local")),
         cloud_map_namespace=_domain("cloud_map_namespace", values.get("cloud_map_namespace", "appmesh.pvt.local")),
@@ -309,6 +312,7 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: d
         mesh,
         termination_protection=check_bool("termination_protection", values.get("termination_protection", False)),
         pipeline=_pipeline(values),
+        acknowledged_warnings=_warning_ids(values.get("acknowledge_warnings")),
         today=today,
     )
     # Last: whether the chosen mesh can express this topology (every unsupported setting at once).
@@ -384,6 +388,19 @@ def _topology_with_weights(values: Mapping[str, Any]) -> Topology:
     return parse_topology(raw)
 
 
+_WARNING_ID = re.compile(r"^appmesh-eks:[a-z0-9-]+$")
+
+
+def _warning_ids(value: Any) -> tuple[str, ...]:
+    ids = tuple(str(v) for v in as_list("acknowledge_warnings", value))
+    for warning in ids:
+        if not _WARNING_ID.match(warning):
+            raise ConfigError(
+                "acknowledge_warnings", warning, "list warning ids as synth prints them, e.g. appmesh-eks:open-to-internet-frontend"
+            )
+    return ids
+
+
 def _network(values: Mapping[str, Any], region: str) -> NetworkConfig:
     vpc_cidr = check_cidr("vpc_cidr", values.get("vpc_cidr", "10.0.0.0/16"))
     prefix = int(vpc_cidr.split("/")[1])
@@ -408,7 +425,7 @@ def _network(values: Mapping[str, Any], region: str) -> NetworkConfig:
     return NetworkConfig(vpc_cidr, max_azs, zones, nat, _retention("flow_log_retention_days", values.get("flow_log_retention_days", 30)))
 
 
-def _cluster(values: Mapping[str, Any], topology: Topology) -> ClusterConfig:
+def _cluster(values: Mapping[str, Any]) -> ClusterConfig:
     version = values.get("kubernetes_version", "1.35")
     if isinstance(version, float):
         # JSON (cdk.json) has no way to keep "1.30" apart from 1.3: only a string is unambiguous.
@@ -441,16 +458,6 @@ def _cluster(values: Mapping[str, Any], topology: Topology) -> ClusterConfig:
             "its pod capacity is not in config/instances.py; set node_max_pods to the type's max pods, "
             f"or use one of {', '.join(sorted(instances.MAX_PODS))}",
         )
-    if not auto_mode:
-        needed = pods_per_node(topology, desired)
-        if needed > max_pods:
-            raise ConfigError(
-                "node_instance_type",
-                instance_type,
-                f"holds {max_pods} pods per node but {needed} are needed with {desired} nodes "
-                f"({instances.DAEMONSET_PODS_PER_NODE} DaemonSet pods per node plus the workload and platform pods spread over the nodes); "
-                "choose a larger type (m5.large holds 29) or raise node_desired",
-            )
     endpoint_access = values.get("endpoint_access", "public_and_private")
     if endpoint_access not in ENDPOINT_ACCESS:
         raise ConfigError("endpoint_access", endpoint_access, f"must be one of {', '.join(ENDPOINT_ACCESS)}")
@@ -480,12 +487,28 @@ def _cluster(values: Mapping[str, Any], topology: Topology) -> ClusterConfig:
     )
 
 
-def pods_per_node(topology: Topology, nodes: int) -> int:
-    """Pods the busiest node must hold when the scheduler spreads the workload evenly."""
-    spread = sum(s.replicas for s in topology.services) + instances.PLATFORM_PODS
+def pods_per_node(topology: Topology, nodes: int, *, mesh_pods: int, mesh_daemonsets: int) -> int:
+    """Pods the busiest node must hold when the scheduler spreads the workload evenly; the mesh
+    backend says how many pods its control plane adds (mesh_pods) and how many per node."""
+    spread = sum(s.replicas for s in topology.services) + instances.PLATFORM_PODS + mesh_pods
     if topology.gateway:
         spread += topology.gateway.replicas
-    return math.ceil(spread / nodes) + instances.DAEMONSET_PODS_PER_NODE
+    return math.ceil(spread / nodes) + instances.DAEMONSET_PODS_PER_NODE + mesh_daemonsets
+
+
+def check_node_capacity(config: AppConfig, *, mesh_pods: int, mesh_daemonsets: int) -> None:
+    cluster = config.cluster
+    if cluster.auto_mode:
+        return  # Auto Mode picks the instances
+    needed = pods_per_node(config.mesh.topology, cluster.desired_nodes, mesh_pods=mesh_pods, mesh_daemonsets=mesh_daemonsets)
+    if needed > cluster.max_pods_per_node:
+        raise ConfigError(
+            "node_instance_type",
+            cluster.instance_type,
+            f"holds {cluster.max_pods_per_node} pods per node but {needed} are needed with {cluster.desired_nodes} nodes "
+            f"({instances.DAEMONSET_PODS_PER_NODE + mesh_daemonsets} DaemonSet pods per node plus the workload and platform pods "
+            "spread over the nodes); choose a larger type (m5.large holds 29) or raise node_desired",
+        )
 
 
 def _domain(key: str, value: Any) -> str:

@@ -12,6 +12,11 @@ from .pipeline import PipelineStack
 
 def build_app(app: cdk.App, config: AppConfig, *, synth_context: dict[str, str]) -> Application | PipelineStack:
     """`synth_context`: the settings that differ from cdk.json, replayed by the pipeline's synth."""
+    for warning in config.acknowledged_warnings:
+        # The id synth prints after "Acknowledge with 'Annotation::...'".
+        cdk.Validations.of(app).acknowledge(
+            cdk.Acknowledgment(id=f"Annotation::{warning}", reason="acknowledged in configuration (acknowledge_warnings)")
+        )
     if config.pipeline:
         return PipelineStack(
             app,

@@ -15,8 +15,6 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-SHARED_SCHEMAS = PROJECT_ROOT.parent / "shared" / "schemas"
-
 from app import use_venv_node  # noqa: E402
 
 use_venv_node()

@@ -70,3 +70,15 @@ def test_valid_config_writes_templates_and_the_mesh_summary(tmp_path: Path) -> N
     ]
     summary = json.loads((tmp_path / "mesh-topology.json").read_text())
     assert summary["mesh"] == "app-mesh"
+
+
+def test_a_synth_warning_is_acknowledged_by_its_id(tmp_path: Path) -> None:
+    """`-c acknowledge_warnings=<id>` silences exactly that warning."""
+    for name in ("shown", "quiet"):
+        (tmp_path / name).mkdir()
+    shown = run_app(tmp_path / "shown")
+    assert "frontend is exposed to 0.0.0.0/0" in shown.stdout + shown.stderr
+    quiet = run_app(tmp_path / "quiet", "acknowledge_warnings=appmesh-eks:open-to-internet-frontend")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "frontend is exposed to 0.0.0.0/0" not in quiet.stdout + quiet.stderr
+    assert "AWS shut App Mesh down" in quiet.stdout + quiet.stderr

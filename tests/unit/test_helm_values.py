@@ -123,3 +123,13 @@ def test_istio_gateway_values_are_ones_its_schema_accepts() -> None:
     values = gateway_values(name="ingress-gw", port=8088, replicas=2, scheme="internal")
     assert all(isinstance(port["targetPort"], int) for port in values["service"]["ports"])
     assert values["autoscaling"] == {"enabled": False} and values["replicaCount"] == 2
+
+
+def test_the_istio_gateway_keeps_a_replica_through_node_rolls_and_spreads_over_zones() -> None:
+    """The chart renders its PodDisruptionBudget only when asked, and the spread must select the
+    labels the chart gives the gateway's pods (app, and istio without the `istio-` prefix)."""
+    values = gateway_values(name="istio-edge", port=8088, replicas=2, scheme="internal")
+    assert values["podDisruptionBudget"] == {"minAvailable": 1}
+    (spread,) = values["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+    assert spread["labelSelector"] == {"matchLabels": {"app": "istio-edge", "istio": "edge"}}

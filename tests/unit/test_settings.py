@@ -132,9 +132,21 @@ def test_zero_nodes_is_refused() -> None:
 
 
 def test_seed_t2_micro_cannot_hold_the_pods() -> None:
+    """8 service pods, 2 gateway pods, 3 platform pods and App Mesh's 4 (its controller and, with
+    mTLS, cert-manager's three) over 3 nodes, plus 5 DaemonSet pods on each."""
     message = error_for(node_instance_type="t2.micro")
-    assert message.startswith("config error: node_instance_type='t2.micro': holds 4 pods per node but 10 are needed with 3 nodes")
+    assert message.startswith(
+        "config error: node_instance_type='t2.micro': holds 4 pods per node but 11 are needed with 3 nodes (5 DaemonSet"
+    )
     assert "choose a larger type (m5.large holds 29) or raise node_desired" in message
+
+
+def test_the_capacity_check_counts_the_backends_own_pods() -> None:
+    """Istio: istiod's two replicas, and istio-cni's DaemonSet pod on every node."""
+    message = error_for(node_instance_type="t3.small", mesh_backend="istio", node_desired=1, node_min=1)
+    assert message.startswith(
+        "config error: node_instance_type='t3.small': holds 11 pods per node but 21 are needed with 1 nodes (6 DaemonSet"
+    )
 
 
 def test_unknown_instance_type_needs_its_pod_capacity() -> None:
