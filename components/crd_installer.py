@@ -9,23 +9,21 @@ them server-side. The deploy waits for the Job to have succeeded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 
-from aws_cdk import Duration
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
 from scripts.upstream import DEFAULT_BASE_URL, Part
 
+from .one_shot_job import CONTAINER_SECURITY, apply_and_wait, identity, job, job_spec
 from .webhook_gate import KUBECTL_IMAGE
 
 # Fetches and verifies; a Python image because the check is the same few lines as
 # scripts/upstream.py (the kubectl image has no shell).
 FETCH_IMAGE = "public.ecr.aws/docker/library/python:3.11.7-slim-bookworm"
 DEADLINE_SECONDS = 600
-_UID = 65532
 _FETCH = """
 import hashlib, json, os, sys, urllib.request
 for index, (url, blob) in enumerate(json.loads(os.environ["PARTS"])):
@@ -41,50 +39,36 @@ print(f"verified {index + 1} files")
 
 def installer_objects(name: str, namespace: str, parts: Sequence[Part]) -> list[dict[str, object]]:
     pinned = [[part.url(DEFAULT_BASE_URL), part.blob] for part in parts]
-    security = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
     resources = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
-    job_spec = {
-        "backoffLimit": 4,
-        "activeDeadlineSeconds": DEADLINE_SECONDS,
-        "template": {
-            "metadata": {"labels": {"app": name}},
-            "spec": {
-                "serviceAccountName": name,
-                "restartPolicy": "Never",
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": _UID,
-                    "runAsGroup": _UID,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
-                "initContainers": [
-                    {
-                        "name": "fetch",
-                        "image": FETCH_IMAGE,
-                        "imagePullPolicy": "Always",
-                        "command": ["python", "-c", _FETCH],
-                        "env": [{"name": "PARTS", "value": json.dumps(pinned)}],
-                        "volumeMounts": [{"name": "crds", "mountPath": "/crds"}],
-                        "resources": resources,
-                        "securityContext": security,
-                    }
-                ],
-                "containers": [
-                    {
-                        "name": "apply",
-                        "image": KUBECTL_IMAGE,
-                        "imagePullPolicy": "Always",
-                        "args": ["apply", "--server-side", "--force-conflicts", "--cache-dir=/tmp/kube", "-f", "/crds/"],
-                        "volumeMounts": [{"name": "crds", "mountPath": "/crds", "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}],
-                        "resources": resources,
-                        "securityContext": security,
-                    }
-                ],
-                "volumes": [{"name": "crds", "emptyDir": {"sizeLimit": "16Mi"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
-            },
-        },
-    }
-    digest = hashlib.sha256(json.dumps(job_spec, sort_keys=True).encode()).hexdigest()[:8]
+    spec = job_spec(
+        name,
+        backoff_limit=4,
+        deadline_seconds=DEADLINE_SECONDS,
+        init_containers=[
+            {
+                "name": "fetch",
+                "image": FETCH_IMAGE,
+                "imagePullPolicy": "Always",
+                "command": ["python", "-c", _FETCH],
+                "env": [{"name": "PARTS", "value": json.dumps(pinned)}],
+                "volumeMounts": [{"name": "crds", "mountPath": "/crds"}],
+                "resources": resources,
+                "securityContext": CONTAINER_SECURITY,
+            }
+        ],
+        containers=[
+            {
+                "name": "apply",
+                "image": KUBECTL_IMAGE,
+                "imagePullPolicy": "Always",
+                "args": ["apply", "--server-side", "--force-conflicts", "--cache-dir=/tmp/kube", "-f", "/crds/"],
+                "volumeMounts": [{"name": "crds", "mountPath": "/crds", "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}],
+                "resources": resources,
+                "securityContext": CONTAINER_SECURITY,
+            }
+        ],
+        volumes=[{"name": "crds", "emptyDir": {"sizeLimit": "16Mi"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
+    )
     rules = [
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "create", "patch"]},
         {
@@ -94,32 +78,14 @@ def installer_objects(name: str, namespace: str, parts: Sequence[Part]) -> list[
         },
     ]
     skips = {
-        "checkov.io/skip1": "CKV_K8S_14=pinned release tags of official images (kubectl, python)",
-        "checkov.io/skip2": "CKV_K8S_43=pinned release tags of official images; their digests cannot be resolved offline at synth",
-        "checkov.io/skip3": "CKV_K8S_38=the Job applies CRDs through the Kubernetes API: it needs its service account token",
-        "checkov.io/skip4": "CKV_K8S_8=a one-shot Job with a deadline: a failed attempt is retried by the Job, not by a liveness probe",
-        "checkov.io/skip5": "CKV_K8S_9=a one-shot Job: nothing routes traffic to it",
-        "checkov.io/skip6": "CKV2_K8S_6=a one-shot Job that talks only to GitHub and the Kubernetes API",
-        "checkov.io/skip7": "CKV_K8S_155=it installs CustomResourceDefinitions, which is what the ClusterRole grants",
-        "checkov.io/skip8": "CKV_K8S_158=it installs CustomResourceDefinitions, which is what the ClusterRole grants",
+        "CKV_K8S_14": "pinned release tags of official images (kubectl, python)",
+        "CKV_K8S_43": "pinned release tags of official images; their digests cannot be resolved offline at synth",
+        "CKV_K8S_38": "the Job applies CRDs through the Kubernetes API: it needs its service account token",
+        "CKV2_K8S_6": "a one-shot Job that talks only to GitHub and the Kubernetes API",
+        "CKV_K8S_155": "it installs CustomResourceDefinitions, which is what the ClusterRole grants",
+        "CKV_K8S_158": "it installs CustomResourceDefinitions, which is what the ClusterRole grants",
     }
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": f"{name}-{digest}", "namespace": namespace, "annotations": skips},
-            "spec": job_spec,
-        },
-    ]
+    return [*identity(name, namespace, rules, role_namespace=None), job(name, namespace, spec, skips=skips)]
 
 
 class CrdInstaller(Construct):
@@ -138,17 +104,4 @@ class CrdInstaller(Construct):
     ) -> None:
         super().__init__(scope, id)
         self.objects = installer_objects(name, namespace, parts)
-        self.manifest = eks.KubernetesManifest(self, "Job", cluster=cluster, manifest=self.objects)
-        for dependency in after:
-            self.manifest.node.add_dependency(dependency)
-        self.ready = eks.KubernetesObjectValue(
-            self,
-            "Succeeded",
-            cluster=cluster,
-            object_type="job",
-            object_name=str(self.objects[-1]["metadata"]["name"]),  # type: ignore[index]
-            object_namespace=namespace,
-            json_path=".status.succeeded",
-            timeout=Duration.seconds(DEADLINE_SECONDS + 60),
-        )
-        self.ready.node.add_dependency(self.manifest)
+        self.manifest, self.ready = apply_and_wait(self, cluster, self.objects, deadline_seconds=DEADLINE_SECONDS, after=after)
