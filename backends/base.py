@@ -179,6 +179,10 @@ class MeshBackend(ABC):
     def preflight(self) -> Preflight | None:
         return None
 
+    def check_cluster(self, config: AppConfig) -> None:
+        """Raises ConfigError for a cluster setting the backend's AWS resources cannot work with."""
+        return None  # every cluster setting works, unless the backend says otherwise
+
     @abstractmethod
     def install_platform(self, scope: Construct, context: PlatformContext) -> Platform: ...
 

@@ -17,6 +17,8 @@ from components.istio import VERSION, IstioControlPlane, IstioGateway, gateway_v
 from components.mesh_workload import attach_chart, imported_cluster
 from components.namespace import application_namespace
 from components.prometheus import ManagedPrometheus
+from config.errors import ConfigError
+from config.settings import AppConfig
 from config.topology import Gateway, Service, Topology, VirtualService
 
 from .base import (
@@ -141,8 +143,19 @@ class IstioBackend(MeshBackend):
             add_objects(chart, "mesh", objects)
             ready.append(attach_chart(imported_cluster(scope, cluster), "MeshPolicies", chart, after=[namespace]))
         # Request rate, 5xx rate and latency per destination and version, for judging a canary.
-        self.metrics = ManagedPrometheus(scope, "Metrics", cluster=cluster, vpc=context.vpc, alias=f"{config.cluster.name}-mesh")
+        ManagedPrometheus(
+            scope, "Metrics", cluster=cluster, vpc=context.vpc, alias=f"{config.cluster.name}-mesh", namespace=names.namespace
+        )
         return Platform(namespace=namespace, ready=ready, releases=[control_plane.istiod])
+
+    def check_cluster(self, config: AppConfig) -> None:
+        if config.cluster.endpoint_access == "public":
+            raise ConfigError(
+                "endpoint_access",
+                config.cluster.endpoint_access,
+                "the Istio backend's metrics scraper (Amazon Managed Service for Prometheus) needs the cluster's private "
+                "endpoint; use public_and_private (the default) or private",
+            )
 
     def workload_identity(self, names: MeshNames, workload: Service | Gateway, topology: Topology) -> WorkloadIdentity:
         # Neither the apps nor their sidecars call AWS: no IRSA role.

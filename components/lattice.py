@@ -9,10 +9,11 @@ at v2.1.3) grants `vpc-lattice:*` and more on `*`. This role is narrower, and sa
   access-log subscriptions; reads of service networks). Not service-network or VPC-association
   writes: CloudFormation owns the network and its association here. Not auth policies: no
   IAMAuthPolicy is rendered (the workshop's callers cannot sign requests with SigV4).
-* of ec2, only the reads VPC Lattice itself checks on the caller when the controller creates
-  target groups and registers targets (DescribeVpcs, DescribeSubnets, DescribeSecurityGroups,
-  DescribeAvailabilityZoneMappings); not DescribeTags, which the controller calls only to find
-  a cluster name it is given here.
+* of ec2, the documented DescribeVpcs, DescribeSubnets and DescribeSecurityGroups, kept as a
+  precaution: the controller never calls them, but AWS's CloudFormation handlers for Lattice
+  target groups declare EC2 reads they never make, which suggests Lattice checks them on whoever
+  creates target groups and registers targets (no AWS document says so for these calls). Not
+  DescribeTags, which the controller calls only to find a cluster name it is given here.
 * no tag:* (disableTaggingServiceApi), no acm (no HTTPS listeners), no s3/firehose (access logs
   go to CloudWatch Logs).
 """
@@ -67,10 +68,7 @@ _WRITE = [
     "ListAccessLogSubscriptions",
 ]
 LATTICE_ACTIONS = sorted(f"vpc-lattice:{action}" for action in {*_READ, *_WRITE})
-# Reads the controller never calls itself but which VPC Lattice appears to check against the
-# caller of CreateTargetGroup and RegisterTargets: AWS's CloudFormation handlers for those
-# resources declare EC2 reads they never make. We keep the documented policy's three; its
-# ec2:DescribeTags is dropped because the controller looks nothing up by tag.
+# The documented policy's EC2 reads but DescribeTags: see the module's docstring.
 EC2_READ_ACTIONS = sorted(f"ec2:{action}" for action in ("DescribeVpcs", "DescribeSubnets", "DescribeSecurityGroups"))
 # CloudWatch Logs delivery, which an access-log subscription to a log group sets up.
 LOG_DELIVERY_ACTIONS = sorted(

@@ -124,14 +124,22 @@ def test_request_metrics_go_to_managed_prometheus(istio: Synthesized) -> None:
     config = yaml.safe_load(base64.b64decode(properties["ScrapeConfiguration"]["ConfigurationBlob"]))
     assert config["global"] == {"scrape_interval": "30s"}
     (job,) = config["scrape_configs"]
-    assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": ["lab-appmesh"]}}]
     assert job["relabel_configs"][0] == {
         "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
         "action": "keep",
         "regex": "true",
     }
-    # The cluster security group: it reaches the API server's private endpoint and the pods.
-    (group,) = properties["Source"]["EksConfiguration"]["SecurityGroupIds"]
-    assert re.fullmatch(r"AppMesh-Cluster:ExportsOutputFnGetAttEksCluster\w+ClusterSecurityGroupId\w+", group["Fn::ImportValue"]), group
-    template.resource_count_is("AWS::EC2::SecurityGroup", 0)
-    template.resource_count_is("AWS::EC2::SecurityGroupIngress", 0)
+    # Its own security group, which the cluster security group (the API server's private
+    # endpoint, the pods) admits on exactly the two ports it needs.
+    ((group_id, _),) = template.find_resources("AWS::EC2::SecurityGroup").items()
+    assert properties["Source"]["EksConfiguration"]["SecurityGroupIds"] == [{"Fn::GetAtt": [group_id, "GroupId"]}]
+    rules = template.find_resources("AWS::EC2::SecurityGroupIngress").values()
+    assert sorted((r["Properties"]["IpProtocol"], r["Properties"]["FromPort"], r["Properties"]["ToPort"]) for r in rules) == [
+        ("tcp", 443, 443),
+        ("tcp", 15020, 15020),
+    ]
+    for rule in rules:
+        assert rule["Properties"]["SourceSecurityGroupId"] == {"Fn::GetAtt": [group_id, "GroupId"]}
+        target = rule["Properties"]["GroupId"]["Fn::ImportValue"]
+        assert re.fullmatch(r"AppMesh-Cluster:ExportsOutputFnGetAttEksCluster\w+ClusterSecurityGroupId\w+", target), target

@@ -106,6 +106,7 @@ def test_the_controller_is_pinned_and_told_everything_it_would_otherwise_ask_imd
         "annotations": {"eks.amazonaws.com/role-arn": "TOKEN"},
     }
     assert (values["defaultServiceNetwork"], values["disableTaggingServiceApi"]) == ("", True)
+    assert values["routeMaxConcurrentReconciles"] == 10  # the FAQ's advice against 503s in rollouts
 
 
 def test_the_service_network_is_cloudformations_and_lattice_reaches_the_pods(lattice: Synthesized) -> None:

@@ -149,6 +149,16 @@ def test_the_capacity_check_counts_the_backends_own_pods() -> None:
     )
 
 
+def test_istio_needs_the_private_endpoint_its_metrics_scraper_uses() -> None:
+    """AMP's managed scraper discovers pods through the cluster's private endpoint."""
+    assert error_for(mesh_backend="istio", endpoint_access="public") == (
+        "config error: endpoint_access='public': the Istio backend's metrics scraper (Amazon Managed Service for "
+        "Prometheus) needs the cluster's private endpoint; use public_and_private (the default) or private"
+    )
+    assert config_with(mesh_backend="appmesh", endpoint_access="public").cluster.endpoint_access == "public"
+    assert config_with(mesh_backend="istio", endpoint_access="private").cluster.endpoint_access == "private"
+
+
 def test_unknown_instance_type_needs_its_pod_capacity() -> None:
     assert "set node_max_pods to the type's max pods" in error_for(node_instance_type="z9.huge")
     assert config_with(node_instance_type="z9.huge", node_max_pods=58).cluster.max_pods_per_node == 58
