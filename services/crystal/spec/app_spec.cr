@@ -86,6 +86,7 @@ describe CrystalApp do
       missing.status_code.should eq 404
       JSON.parse(missing.body)["error"].should eq "not found"
       client.post("/").status_code.should eq 405
+      client.post("/health").status_code.should eq 405
     end
   end
 
