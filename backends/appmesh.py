@@ -162,7 +162,7 @@ class AppMeshBackend(MeshBackend):
             ca_chart = new_chart("mesh-ca", names.namespace)
             add_objects(ca_chart, "ca", [o for o in objects if o["kind"] != "Mesh"])
             ready.append(attach_chart(local_cluster, "MeshCa", ca_chart, after=[namespace, cert_manager.gate.ready]))
-        return Platform(namespace=namespace, ready=ready, releases=[controller.release])
+        return Platform(ready=ready)
 
     def platform_objects(self, names: MeshNames, topology: Topology) -> list[Manifest]:
         """The Mesh, and with mTLS the mesh's private CA (cert-manager Issuers)."""

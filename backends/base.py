@@ -7,7 +7,7 @@ A backend renders the backend-neutral topology (config/topology.py) for one serv
 * per service, per virtual service and for the gateway: its own Kubernetes objects, next to the
   mesh-neutral workloads that charts/workloads.py renders (`service_parts`, `routing_objects`,
   `install_gateway`);
-* AWS resources it needs and no others (`discovery_needs`, `workload_statements`, `name_records`);
+* AWS resources it needs and no others (`discovery_needs`, `workload_identity`, `name_records`);
 * what its admission webhook adds to a pod (`injected`), for the admission model in the tests;
 * its objects read back into the neutral form (`read_back`), for the round-trip parity test;
 * a capability table (backends/capabilities.py).
@@ -83,7 +83,6 @@ class ServiceParts:
     before: tuple[Manifest, ...] = ()
     after: tuple[Manifest, ...] = ()
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
-    pod_labels: Mapping[str, str] = field(default_factory=dict)
     # How long a stopping pod keeps serving before it is sent SIGTERM: a data plane outside the
     # cluster (VPC Lattice) deregisters targets some time after Kubernetes removes the endpoint.
     drain_seconds: int = 0
@@ -126,9 +125,7 @@ class Platform:
     """What a backend installed; `ready` is what every workload manifest waits for (and is
     deleted before): the application namespace and anything its pods need at admission."""
 
-    namespace: IConstruct
     ready: list[IConstruct]
-    releases: list[IConstruct] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

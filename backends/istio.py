@@ -13,7 +13,7 @@ from constructs import Construct, IConstruct
 
 from charts import istio
 from charts.workloads import add_objects, new_chart
-from components.istio import VERSION, IstioControlPlane, IstioGateway, gateway_values, istiod_values
+from components.istio import HUB, ISTIOD_REPLICAS, VERSION, IstioControlPlane, IstioGateway, gateway_values, istiod_values
 from components.mesh_workload import attach_chart, imported_cluster
 from components.namespace import application_namespace
 from components.prometheus import ManagedPrometheus
@@ -38,7 +38,7 @@ from .base import (
 from .capabilities import CapabilityTable, Feature, not_applicable, partial, yes
 from .parity import callers
 
-PROXY_IMAGE = f"docker.io/istio/proxyv2:{VERSION}"
+PROXY_IMAGE = f"{HUB}/proxyv2:{VERSION}"
 ISTIO_UID = 1337
 # What the injection template renders with istio-cni on (istio-1.31-injection-template.yaml):
 # both containers non-root, read-only, every capability dropped (tests/charts/test_admission.py
@@ -118,7 +118,7 @@ class IstioBackend(MeshBackend):
     daemonset_pods = 1  # istio-cni
 
     def platform_pods(self, topology: Topology) -> int:
-        return 2  # istiod (replicaCount 2); the gateway's pods are counted with the gateway
+        return ISTIOD_REPLICAS  # the gateway's pods are counted with the gateway
 
     def discovery_needs(self, topology: Topology) -> DiscoveryNeeds:
         # The workshop names resolve in the sidecars' DNS proxy: no Route 53 zone, no Cloud Map.
@@ -146,7 +146,7 @@ class IstioBackend(MeshBackend):
         ManagedPrometheus(
             scope, "Metrics", cluster=cluster, vpc=context.vpc, alias=f"{config.cluster.name}-mesh", namespace=names.namespace
         )
-        return Platform(namespace=namespace, ready=ready, releases=[control_plane.istiod])
+        return Platform(ready=ready)
 
     def check_cluster(self, config: AppConfig) -> None:
         if config.cluster.endpoint_access == "public":
@@ -203,7 +203,7 @@ class IstioBackend(MeshBackend):
     def gateway_objects(
         self, gateway: Gateway, topology: Topology, names: MeshNames, *, role_arn: str | None, kplus: Any
     ) -> list[Manifest]:
-        return istio.gateway_objects(gateway, topology, names)
+        return istio.gateway_objects(gateway, names)
 
     def chart_pods(self, topology: Topology, names: MeshNames) -> dict[str, Manifest]:
         """The gateway chart's pod template as manifests/charts/gateway/templates/deployment.yaml
@@ -217,7 +217,7 @@ class IstioBackend(MeshBackend):
         return {
             f"Deployment/{topology.gateway.name} (gateway chart)": {
                 "metadata": {
-                    "labels": {"sidecar.istio.io/inject": "true", **istio.gateway_selector(topology.gateway), "app": topology.gateway.name},
+                    "labels": {"sidecar.istio.io/inject": "true", **istio.gateway_pod_labels(topology.gateway.name)},
                     "annotations": {"inject.istio.io/templates": "gateway", "sidecar.istio.io/inject": "true"},
                 },
                 "spec": {

@@ -117,26 +117,18 @@ class LatticeBackend(MeshBackend):
             name=names.mesh,
             vpc=context.vpc,
             cluster=cluster,
-            ports=[lattice.route_port(vs, topology) for vs in topology.virtual_services] or [80],
+            ports=lattice.listener_ports(topology),
             log_retention_days=config.cluster.log_retention_days,
         )
         labels = {**self.namespace_labels(names, topology), **pod_security_labels(self.pod_security)}
         namespace = application_namespace(scope, cluster, name=names.namespace, labels=labels, after=[controller.release])
         chart = new_chart("mesh", None)
-        add_objects(
-            chart,
-            "mesh",
-            [
-                lattice.gateway_class(),
-                lattice.gateway(topology, names),
-                lattice.access_log_policy(network.access_logs.log_group_arn, names),
-            ],
-        )
+        add_objects(chart, "mesh", lattice.platform_objects(topology, names, network.access_logs.log_group_arn))
         # The Gateway finds its service network by name: after CloudFormation has created it.
         mesh = attach_chart(
             imported_cluster(scope, cluster), "ServiceNetworkGateway", chart, after=[namespace, controller.release, *network.ready()]
         )
-        return Platform(namespace=namespace, ready=[namespace, mesh], releases=[controller.release])
+        return Platform(ready=[namespace, mesh])
 
     def workload_identity(self, names: MeshNames, workload: Service | Gateway, topology: Topology) -> WorkloadIdentity:
         # Lattice calls nothing in AWS for the pods: no IRSA role.
@@ -174,7 +166,8 @@ class LatticeBackend(MeshBackend):
     # -- Kubernetes objects --------------------------------------------------------------------
 
     def platform_objects(self, names: MeshNames, topology: Topology) -> list[Manifest]:
-        return [lattice.gateway_class(), lattice.gateway(topology, names), lattice.access_log_policy(EXAMPLE_LOG_GROUP_ARN, names)]
+        # As install_platform renders them, with an example log group ARN for the token.
+        return lattice.platform_objects(topology, names, EXAMPLE_LOG_GROUP_ARN)
 
     def namespace_labels(self, names: MeshNames, topology: Topology) -> dict[str, str]:
         # Not `application-networking.k8s.aws/pod-readiness-gate-inject`: the controller's pod

@@ -146,7 +146,7 @@ def _retry(policy: RetryPolicy) -> dict[str, Any]:
 
 
 def virtual_router(virtual_service: VirtualService, topology: Topology, names: MeshNames) -> Manifest:
-    port = topology.service(virtual_service.routes[0].targets[0][0]).port
+    port = topology.virtual_service_port(virtual_service.name)
     routes = []
     for route in virtual_service.routes:
         http_route: dict[str, Any] = {

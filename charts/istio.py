@@ -94,7 +94,7 @@ def _http_route(route: Route, topology: Topology, names: MeshNames) -> dict[str,
 
 
 def service_entry(virtual_service: VirtualService, topology: Topology, names: MeshNames) -> Manifest:
-    port = topology.service(virtual_service.routes[0].targets[0][0]).port
+    port = topology.virtual_service_port(virtual_service.name)
     return {
         "apiVersion": NETWORKING,
         "kind": "ServiceEntry",
@@ -214,12 +214,12 @@ def authorization_policy(service: Service, callers: list[str], names: MeshNames)
     }
 
 
-def sidecar(name: str, labels: dict[str, str], backends: tuple[str, ...], topology: Topology, names: MeshNames) -> Manifest:
+def sidecar(service: Service, topology: Topology, names: MeshNames) -> Manifest:
     """What the workload's sidecar knows of, and so may call: its declared backends (the workshop
     name and the Services behind it), the control plane, and the trace collector. The DNS proxy
     answers only for these names."""
     hosts = {"istio-system/*"}
-    for backend in backends:
+    for backend in service.backends:
         hosts.add(f"./{names.mesh_host(backend)}")
         for route in topology.virtual_service(backend).routes:
             hosts.update(f"./{service_host(target, names)}" for target, _ in route.targets)
@@ -228,9 +228,9 @@ def sidecar(name: str, labels: dict[str, str], backends: tuple[str, ...], topolo
     return {
         "apiVersion": NETWORKING,
         "kind": "Sidecar",
-        "metadata": _metadata(name, names),
+        "metadata": _metadata(service.name, names),
         "spec": {
-            "workloadSelector": {"labels": labels},
+            "workloadSelector": {"labels": dict(service.pod_labels)},
             "egress": [{"hosts": sorted(hosts)}],
             "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
         },
@@ -263,7 +263,7 @@ def service_objects(service: Service, topology: Topology, names: MeshNames, call
         else:
             objects.append(exposed_port_permissive(service, names))
     if topology.egress_filter == "DROP_ALL":
-        objects.append(sidecar(service.name, service.pod_labels, service.backends, topology, names))
+        objects.append(sidecar(service, topology, names))
     return objects
 
 
@@ -294,9 +294,15 @@ def platform_objects(topology: Topology, names: MeshNames) -> list[Manifest]:
     return objects
 
 
+def gateway_pod_labels(release: str) -> dict[str, str]:
+    """The labels the gateway chart gives its pods: `app: <release>`, `istio: <release without
+    "istio-">` (manifests/charts/gateway/templates/_helpers.tpl, gateway.selectorLabels)."""
+    return {"app": release, "istio": release.removeprefix("istio-")}
+
+
 def gateway_selector(gateway: Gateway) -> dict[str, str]:
-    """The label the gateway chart gives its pods (`istio: <release name without "istio-">`)."""
-    return {"istio": gateway.name.removeprefix("istio-")}
+    """What an Istio Gateway selects the chart's pods by."""
+    return {"istio": gateway_pod_labels(gateway.name)["istio"]}
 
 
 def gateway_object(gateway: Gateway, names: MeshNames) -> Manifest:
@@ -311,7 +317,7 @@ def gateway_object(gateway: Gateway, names: MeshNames) -> Manifest:
     }
 
 
-def gateway_objects(gateway: Gateway, topology: Topology, names: MeshNames) -> list[Manifest]:
+def gateway_objects(gateway: Gateway, names: MeshNames) -> list[Manifest]:
     # No Sidecar: istiod gives every gateway the namespace's default scope whatever Sidecar
     # selects it (PushContext.doGetSidecarScope, 1.31). A gateway forwards only where the
     # VirtualServices bound to its Gateway send, which is what bounds its egress.

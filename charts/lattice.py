@@ -32,8 +32,10 @@ def listener_name(port: int) -> str:
     return f"http-{port}"
 
 
-def route_port(virtual_service: VirtualService, topology: Topology) -> int:
-    return topology.service(virtual_service.routes[0].targets[0][0]).port
+def listener_ports(topology: Topology) -> list[int]:
+    """The Gateway's listeners: one per port a virtual service listens on (80 when there is none:
+    the Gateway API wants at least one listener)."""
+    return sorted({topology.virtual_service_port(vs.name) for vs in topology.virtual_services}) or [80]
 
 
 def gateway_class() -> Manifest:
@@ -47,7 +49,7 @@ def gateway_class() -> Manifest:
 
 def gateway(topology: Topology, names: MeshNames) -> Manifest:
     """The service network, by its name; one listener per port a client calls a workshop name on."""
-    ports = sorted({route_port(vs, topology) for vs in topology.virtual_services})
+    ports = listener_ports(topology)
     return {
         "apiVersion": GATEWAY_API,
         "kind": "Gateway",
@@ -57,6 +59,11 @@ def gateway(topology: Topology, names: MeshNames) -> Manifest:
             "listeners": [{"name": listener_name(port), "protocol": "HTTP", "port": port} for port in ports],
         },
     }
+
+
+def platform_objects(topology: Topology, names: MeshNames, log_group_arn: str) -> list[Manifest]:
+    """The service network's objects: the class, the Gateway, its access logs."""
+    return [gateway_class(), gateway(topology, names), access_log_policy(log_group_arn, names)]
 
 
 def access_log_policy(log_group_arn: str, names: MeshNames) -> Manifest:
@@ -73,7 +80,7 @@ def access_log_policy(log_group_arn: str, names: MeshNames) -> Manifest:
 
 
 def http_route(virtual_service: VirtualService, topology: Topology, names: MeshNames) -> Manifest:
-    port = route_port(virtual_service, topology)
+    port = topology.virtual_service_port(virtual_service.name)
     rules = [
         {
             "matches": [{"path": {"type": "PathPrefix", "value": route.prefix}}],

@@ -156,10 +156,9 @@ def _tmp_volume(chart: Construct, kplus: ModuleType) -> Any:
     return kplus.Volume.from_empty_dir(chart, "tmp-volume", "tmp", size_limit=cdk8s.Size.mebibytes(64))
 
 
-def backend_url(service: Service, backend: str, topology: Topology, names: MeshNames) -> str:
-    """The workshop name of a backend, on the port of the service its first route targets."""
-    port = topology.service(topology.virtual_service(backend).routes[0].targets[0][0]).port
-    return f"http://{names.mesh_host(backend)}:{port}"
+def backend_url(backend: str, topology: Topology, names: MeshNames) -> str:
+    """The workshop name of a backend, on its virtual service's port."""
+    return f"http://{names.mesh_host(backend)}:{topology.virtual_service_port(backend)}"
 
 
 def weights_config_map_name(virtual_service: str) -> str:
@@ -188,7 +187,7 @@ def service_chart(
     }
     for backend in service.backends:
         # Workshop names, not Kubernetes Service names: the mesh routes by this host name.
-        env[backend_env_name(backend)] = kplus.EnvValue.from_value(backend_url(service, backend, topology, names))
+        env[backend_env_name(backend)] = kplus.EnvValue.from_value(backend_url(backend, topology, names))
     if service.backends:
         env["MESH_WEIGHTS_DIR"] = kplus.EnvValue.from_value(WEIGHTS_DIR)
     # The backend's objects come first in the manifest: an injector configures a pod from them.
@@ -200,7 +199,7 @@ def service_chart(
         metadata=cdk8s.ApiObjectMetadata(name=service.virtual_node, labels=labels, annotations=checkov_skips(CHECKOV_APP)),
         replicas=service.replicas,
         select=False,
-        pod_metadata=cdk8s.ApiObjectMetadata(labels={**labels, **parts.pod_labels}, annotations=dict(parts.pod_annotations) or None),
+        pod_metadata=cdk8s.ApiObjectMetadata(labels=labels, annotations=dict(parts.pod_annotations) or None),
         service_account=kplus.ServiceAccount.from_service_account_name(chart, "service-account-ref", service.name),
         # IRSA's webhook projects its own token; the Kubernetes API token is not needed.
         automount_service_account_token=False,

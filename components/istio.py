@@ -4,7 +4,7 @@ installed in that order and waited for, and a gate that proves the sidecar injec
 Istio 1.31 supports Kubernetes 1.32 to 1.36 (istio.io, "Announcing Istio 1.31"); its charts are
 published at blob.istio.io (nothing for 1.31 at the older storage bucket), its images at
 docker.io/istio. Every value set here is a key of the pinned chart's values.yaml
-(tests/stacks/test_helm_values.py), because Helm silently ignores a key a chart does not read.
+(tests/unit/test_helm_values.py), because Helm silently ignores a key a chart does not read.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
-from charts.istio import COLLECTOR_HOST, TRACING_PROVIDER
+from charts.istio import COLLECTOR_HOST, TRACING_PROVIDER, gateway_pod_labels
 from charts.workloads import nlb_annotations, zone_spread
 
 from .helm_addon import HelmPin, owned_namespace, pinned_release
@@ -25,6 +25,7 @@ VERSION = "1.31.1"
 REPOSITORY = "https://blob.istio.io/istio-release/charts"
 NAMESPACE = "istio-system"
 HUB = "docker.io/istio"
+ISTIOD_REPLICAS = 2
 BASE = HelmPin("base", REPOSITORY, VERSION, NAMESPACE)
 ISTIOD = HelmPin("istiod", REPOSITORY, VERSION, NAMESPACE)
 CNI = HelmPin("cni", REPOSITORY, VERSION, NAMESPACE)
@@ -54,7 +55,7 @@ def istiod_values(*, egress_registry_only: bool, tracing: bool) -> dict[str, Any
         # istio-cni programs the pods' traffic redirect: no injected container needs NET_ADMIN.
         "cni": {"enabled": True},
         "autoscaleEnabled": False,
-        "replicaCount": 2,
+        "replicaCount": ISTIOD_REPLICAS,
         "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}},
         "meshConfig": mesh_config,
     }
@@ -85,7 +86,7 @@ def gateway_values(*, name: str, port: int, replicas: int, scheme: str) -> dict[
         # As the app's Deployments have (charts/workloads.py): a node roll must not take both
         # Envoys at once. The chart labels the pods app=<release>, istio=<release less istio->.
         "podDisruptionBudget": {"minAvailable": 1},
-        "topologySpreadConstraints": zone_spread({"app": name, "istio": name.removeprefix("istio-")}),
+        "topologySpreadConstraints": zone_spread(gateway_pod_labels(name)),
     }
 
 

@@ -36,7 +36,7 @@ from .crd_installer import CrdInstaller
 from .helm_addon import HelmPin, owned_namespace, pinned_release
 from .irsa import IrsaRole
 from .log_groups import log_group
-from .nag import acknowledge, checkov_skip, managed_policy
+from .nag import AWS_CUSTOM_RESOURCE_FUNCTION_ID, acknowledge, checkov_skip, managed_policy
 
 VERSION = "v2.1.3"
 NAMESPACE = "aws-application-networking-system"
@@ -44,9 +44,6 @@ PIN = HelmPin(
     "aws-gateway-controller-chart", "oci://public.ecr.aws/aws-application-networking-k8s/aws-gateway-controller-chart", VERSION, NAMESPACE
 )
 SERVICE_ACCOUNT = "gateway-api-controller"
-# The construct id aws-cdk-lib gives AwsCustomResource's singleton function.
-_AWS_CUSTOM_RESOURCE_FUNCTION = "AWS679f53fac002430cb0da5b7982bd2287"
-
 _READ = ["ListServiceNetworks", "GetServiceNetwork", "ListServiceNetworkVpcAssociations", "ListServices", "GetService"]
 _WRITE = [
     *(f"{verb}Service" for verb in ("Create", "Update", "Delete")),
@@ -130,7 +127,7 @@ class LatticeController(Construct):
         self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=NAMESPACE, service_account=SERVICE_ACCOUNT)
         self.irsa.add_to_policy(iam.PolicyStatement(sid="LatticeServicesOfThisCluster", actions=LATTICE_ACTIONS, resources=["*"]))
         self.irsa.add_to_policy(iam.PolicyStatement(sid="AccessLogDelivery", actions=LOG_DELIVERY_ACTIONS, resources=["*"]))
-        self.irsa.add_to_policy(iam.PolicyStatement(sid="TargetChecksLatticeMakes", actions=EC2_READ_ACTIONS, resources=["*"]))
+        self.irsa.add_to_policy(iam.PolicyStatement(sid="Ec2ReadsOfTheDocumentedPolicy", actions=EC2_READ_ACTIONS, resources=["*"]))
         for service, role in SERVICE_LINKED_ROLES.items():
             self.irsa.add_to_policy(
                 iam.PolicyStatement(
@@ -230,7 +227,7 @@ class ServiceNetwork(Construct):
             "IAM5[Resource::*]",
         )
         # AwsCustomResource's function is a singleton at the stack's root, not below this construct.
-        singleton = Stack.of(self).node.try_find_child(_AWS_CUSTOM_RESOURCE_FUNCTION)
+        singleton = Stack.of(self).node.try_find_child(AWS_CUSTOM_RESOURCE_FUNCTION_ID)
         assert singleton is not None
         acknowledge(
             singleton,

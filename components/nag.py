@@ -90,7 +90,8 @@ _PROVIDER_FUNCTION_SKIPS = {
 }
 _PROVIDER_LOG_SKIPS = {"CKV_AWS_158": "log group of a CDK custom-resource provider: deploy-time logs with no application data"}
 # aws-cdk-lib's AwsCustomResource singleton function has this fixed construct id.
-_PROVIDER_MARKERS = ("KubectlProvider", "CustomResourceProvider", "AWS679f53fac002430cb0da5b7982bd2287")
+AWS_CUSTOM_RESOURCE_FUNCTION_ID = "AWS679f53fac002430cb0da5b7982bd2287"
+_PROVIDER_MARKERS = ("KubectlProvider", "CustomResourceProvider", AWS_CUSTOM_RESOURCE_FUNCTION_ID)
 
 
 @jsii.implements(IAspect)

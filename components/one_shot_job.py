@@ -14,6 +14,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
+from charts.workloads import checkov_skips
+
 _UID = 65532  # the nonroot user of distroless and the official kubectl image
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 # Checkov findings every such Job answers the same way; each Job adds its own.
@@ -69,11 +71,10 @@ def identity(name: str, namespace: str, rules: Sequence[Mapping[str, Any]], *, r
 def job(name: str, namespace: str, spec: Mapping[str, Any], *, skips: Mapping[str, str], hashed_with: Any = None) -> dict[str, Any]:
     """The Job, named `<name>-<hash of its spec and hashed_with>`, with its Checkov answers."""
     digest = hashlib.sha256(json.dumps(spec if hashed_with is None else [spec, hashed_with], sort_keys=True).encode()).hexdigest()[:8]
-    annotations = {f"checkov.io/skip{i}": f"{check}={why}" for i, (check, why) in enumerate({**skips, **CHECKOV_SKIPS}.items(), start=1)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": f"{name}-{digest}", "namespace": namespace, "annotations": annotations},
+        "metadata": {"name": f"{name}-{digest}", "namespace": namespace, "annotations": checkov_skips({**skips, **CHECKOV_SKIPS})},
         "spec": dict(spec),
     }
 

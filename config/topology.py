@@ -141,6 +141,10 @@ class Topology:
     def virtual_service(self, name: str) -> VirtualService:
         return {v.name: v for v in self.virtual_services}[name]
 
+    def virtual_service_port(self, name: str) -> int:
+        """The port a virtual service listens on: its targets' (validation makes them share one)."""
+        return self.service(self.virtual_service(name).routes[0].targets[0][0]).port
+
     def served_by(self, service: str) -> tuple[str, ...]:
         """Names of the virtual services whose routes send traffic to `service`."""
         return tuple(vs.name for vs in self.virtual_services if any(t == service for r in vs.routes for t, _ in r.targets))

@@ -250,8 +250,7 @@ def virtual_service_ports(topology: Topology, virtual_service: VirtualService) -
 
 def mesh_url(topology: Topology, hosted_zone: str, virtual_service: str) -> str:
     """`http://<vs>.<zone>:<port>`: what a client inside the mesh is configured with."""
-    vs = topology.virtual_service(virtual_service)
-    return f"http://{mesh_host(vs.name, hosted_zone)}:{virtual_service_ports(topology, vs)[0]}"
+    return f"http://{mesh_host(virtual_service, hosted_zone)}:{topology.virtual_service_port(virtual_service)}"
 
 
 def gateway_cluster(gateway: str, service: Service) -> str:
@@ -300,7 +299,7 @@ def render_envoy_config(
             topology,
             vs,
             [f"{LOCALHOST}:{port}", f"localhost:{port}"],
-            f"{mesh_host(vs.name, hosted_zone)}:{virtual_service_ports(topology, vs)[0]}",
+            f"{mesh_host(vs.name, hosted_zone)}:{topology.virtual_service_port(vs.name)}",
             client_cluster,
         )
         name = f"upstream-{vs.name}"
@@ -401,7 +400,7 @@ def render_edge_gateway(
     gateway = topology.gateway
     if gateway is None:
         raise ValueError("the topology has no gateway")
-    reach = upstream or (lambda vs: (mesh_host(vs.name, hosted_zone), virtual_service_ports(topology, vs)[0]))
+    reach = upstream or (lambda vs: (mesh_host(vs.name, hosted_zone), topology.virtual_service_port(vs.name)))
     routes = []
     clusters: dict[str, dict[str, Any]] = {}
     for gateway_route in sorted(gateway.routes, key=lambda route: -len(route.prefix)):

@@ -335,7 +335,9 @@ def documents(name: str) -> list[Any]:
     """Every YAML document of an artifact (a multi-file artifact's files in pinned order)."""
     import yaml
 
-    return [document for data in part_files(name) for document in yaml.safe_load_all(data) if document]
+    # libyaml's safe loader when PyYAML was built with it: the CRD bundles are about 1 MB.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [document for data in part_files(name) for document in yaml.load_all(data, Loader=loader) if document]
 
 
 def crd_schemas(*names: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aws_cdk import Annotations, Aspects, Environment, Stack
 from constructs import Construct
 
-from backends import check_backend
+from backends import backend_for
 from backends.base import MeshBackend
 from components.nag import CdkProviderCheckovSkips
 from config.kubernetes import support_warning
@@ -41,8 +41,8 @@ class Application:
 
 
 def build_application(scope: Construct, config: AppConfig) -> Application:
-    # Refuses (ConfigError) a topology the backend cannot express, before any construct exists.
-    backend = check_backend(config)
+    # build_config has already refused (ConfigError) what the backend cannot express.
+    backend = backend_for(config)
     env = Environment(account=config.account, region=config.region)
     prefix = config.stack_prefix
     title = f"{backend.title} on EKS"

@@ -42,7 +42,6 @@ class PreflightStack(Stack):
             self, "Provider", on_event_handler=self.function, log_group=log_group(self, "ProviderLogs", days=log_retention_days)
         )
         self.check = CustomResource(self, "Answered", service_token=provider.service_token, resource_type="Custom::MeshPreflight")
-        self.message = preflight.message
         for function in (self.function, provider.node.find_child("framework-onEvent")):
             checkov_skip(
                 function,

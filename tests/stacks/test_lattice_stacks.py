@@ -55,7 +55,7 @@ def test_the_controller_role_has_exactly_those_actions(lattice: Synthesized) -> 
     template = lattice.template(lattice.application.platform)
     assert sorted(statement(template, "LatticeServicesOfThisCluster")["Action"]) == LATTICE_ACTIONS
     assert sorted(statement(template, "AccessLogDelivery")["Action"]) == LOG_DELIVERY_ACTIONS
-    assert sorted(statement(template, "TargetChecksLatticeMakes")["Action"]) == EC2_READ_ACTIONS
+    assert sorted(statement(template, "Ec2ReadsOfTheDocumentedPolicy")["Action"]) == EC2_READ_ACTIONS
     linked = [
         s
         for p in template.find_resources("AWS::IAM::Policy").values()

@@ -122,11 +122,17 @@ VALID_VARIATIONS = st.fixed_dictionaries(
         "endpoint_access": st.sampled_from(["public", "private", "public_and_private"]),
         "services_per_stack": st.integers(min_value=1, max_value=4),
     },
-)
+    # The one combination refused on purpose: Istio's metrics scraper needs the private endpoint.
+).filter(lambda variation: not (variation.get("mesh_backend") == "istio" and variation.get("endpoint_access") == "public"))
 
 
 @pytest.mark.integration
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    derandomize=os.environ.get("PROPERTY_RANDOM") != "1",
+)
 @given(VALID_VARIATIONS)
 def test_valid_configs_synthesize(tmp_path_factory: pytest.TempPathFactory, variation: dict[str, Any]) -> None:
     outdir: Path = tmp_path_factory.mktemp("property")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from config import ConfigError, build_config, merge_layers
-from tests.conftest import cdk_json_context
+from tests.conftest import BACKEND_OVERRIDES, cdk_json_context
 
 
 def config_with(**overrides: Any) -> Any:
@@ -17,13 +17,9 @@ def config_with(**overrides: Any) -> Any:
     return build_config(merge_layers(defaults, {**defaults, **overrides}), {})
 
 
-# The configuration each backend is tested with: the default topology, except for Lattice, which
-# cannot express it (config/examples/lattice.yaml is the topology it can).
-BACKEND_CONFIGS = {"appmesh": {}, "istio": {"mesh_backend": "istio"}, "lattice": {"config": "config/examples/lattice.yaml"}}
-
-
 def backend_config(backend: str, **overrides: Any) -> Any:
-    return config_with(**{**BACKEND_CONFIGS[backend], **overrides})
+    """The configuration each backend is tested with (tests/conftest.py, BACKEND_OVERRIDES)."""
+    return config_with(**{**BACKEND_OVERRIDES[backend], **overrides})
 
 
 def error_for(**overrides: Any) -> str:
@@ -68,8 +64,12 @@ def test_account_comes_from_the_cdk_environment_but_the_region_from_the_config()
     reading it would make the documented default (cdk.json's us-west-1) never apply."""
     defaults = cdk_json_context()
     assert defaults["region"] == "us-west-1"
-    config = build_config(merge_layers(defaults, defaults), {"CDK_DEFAULT_ACCOUNT": "123456789012", "CDK_DEFAULT_REGION": "us-east-1"})
+    environ = {"CDK_DEFAULT_ACCOUNT": "123456789012", "CDK_DEFAULT_REGION": "us-east-1"}
+    config = build_config(merge_layers(defaults, defaults), environ)
     assert (config.account, config.region) == ("123456789012", "us-west-1")
+    # Without a region in the context either, still not the CLI's: the documented default.
+    without = {key: value for key, value in defaults.items() if key != "region"}
+    assert build_config(merge_layers(without, without), environ).region == "us-west-1"
 
 
 def test_region_is_set_with_c_region() -> None:
