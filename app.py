@@ -36,22 +36,23 @@ def main() -> int:
     use_venv_node()
     import aws_cdk as cdk
 
-    from config import ConfigError, build_config, merge_layers
+    from backends import configure
+    from config import ConfigError, merge_layers
     from config.settings import changed_settings
-    from meshdiff import SUMMARY_FILE, summarize_config, write_summary
+    from mesh.summary import SUMMARY_FILE, summarize_config, write_summary
     from stacks.entry import build_app
 
     app = cdk.App()
     defaults = json.loads((PROJECT_ROOT / "cdk.json").read_text()).get("context", {})
     try:
         merged = merge_layers(defaults, app.node.get_all_context(), PROJECT_ROOT)
-        config = build_config(merged, os.environ, today=date.today())
+        config = configure(merged, os.environ, today=date.today())
         build_app(app, config, synth_context=changed_settings(defaults, merged))
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
     app.synth()
-    # The mesh as synthesized: `make diff` compares the next config against it (meshdiff).
+    # The mesh as synthesized: `make diff` (meshdiff) compares the next config against it.
     write_summary(Path(app.outdir) / SUMMARY_FILE, summarize_config(config))
     return 0
 

@@ -1,17 +1,21 @@
 """Mesh backends: one module each (appmesh, istio, lattice), answering the same questions.
 
-The stacks ask `backend_for(config)` and never branch on a backend's name.
+The stacks ask `backend_for(config)` and never branch on a backend's name. `configure` is where
+the settings and the backend meet: it builds the config (config/ knows no backend) and then checks
+the topology against the chosen backend's capabilities, before any construct exists. The app's
+entry, the tools and the tests build their config through it.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from config.errors import ConfigError
-from config.settings import MESH_BACKENDS, AppConfig, check_node_capacity
-
-from .capabilities import check_table, check_topology
+from config.settings import MESH_BACKENDS, AppConfig, build_config, check_node_capacity
+from mesh.capabilities import check_table, check_topology
 
 if TYPE_CHECKING:
     from .base import MeshBackend
@@ -41,3 +45,10 @@ def check_backend(config: AppConfig) -> MeshBackend:
     check_node_capacity(config, mesh_pods=backend.platform_pods(config.mesh.topology), mesh_daemonsets=backend.daemonset_pods)
     backend.check_cluster(config)
     return backend
+
+
+def configure(values: Mapping[str, Any], environ: Mapping[str, str], today: date | None = None) -> AppConfig:
+    """The validated config of the merged settings, once its backend can express the topology."""
+    config = build_config(values, environ, today=today)
+    check_backend(config)
+    return config

@@ -21,26 +21,14 @@ from charts import appmesh, certificates
 from charts.workloads import add_object, add_objects, gateway_workload, new_chart
 from components.appmesh_controller import ENVOY_IMAGE, ENVOY_TAG, XRAY_DAEMON_IMAGE, XRAY_DAEMON_TAG, AppMeshController
 from components.cert_manager import CertManager
-from components.mesh_workload import XRAY_WRITE_ACTIONS, attach_chart, imported_cluster
+from components.mesh_workload import XRAY_WRITE_ACTIONS, WorkloadIdentity, attach_chart, imported_cluster
 from components.namespace import application_namespace
 from config.topology import Gateway, Service, Topology, VirtualService
+from mesh.capabilities import CapabilityTable, Feature, partial, yes
+from mesh.names import Manifest, MeshNames, mesh_names, pod_security_labels
+from mesh.parts import Injection, ServiceParts
 
-from .base import (
-    DiscoveryNeeds,
-    GatewayInstall,
-    Injection,
-    Manifest,
-    MeshBackend,
-    MeshNames,
-    Platform,
-    PlatformContext,
-    Preflight,
-    ServiceParts,
-    WorkloadIdentity,
-    mesh_names,
-    pod_security_labels,
-)
-from .capabilities import CapabilityTable, Feature, partial, yes
+from .base import DiscoveryNeeds, GatewayInstall, MeshBackend, Platform, PlatformContext, Preflight
 
 SHUTDOWN = (
     'AWS shut App Mesh down on 2026-09-30 (AWS App Mesh user guide: "After September 30, 2026, you will no longer be '
@@ -304,8 +292,12 @@ class AppMeshBackend(MeshBackend):
         if topology.gateway and labels.get("app") == topology.gateway.name:
             return Injection()
         init = {"name": "proxyinit", "image": PROXYINIT_IMAGE, "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}
-        envoy = {"name": "envoy", "image": f"{ENVOY_IMAGE}:{ENVOY_TAG}", "securityContext": {"runAsUser": ENVOY_UID}}
-        xray = {"name": "xray-daemon", "image": f"{XRAY_DAEMON_IMAGE}:{XRAY_DAEMON_TAG}", "securityContext": {"runAsUser": ENVOY_UID}}
+        envoy: Manifest = {"name": "envoy", "image": f"{ENVOY_IMAGE}:{ENVOY_TAG}", "securityContext": {"runAsUser": ENVOY_UID}}
+        xray: Manifest = {
+            "name": "xray-daemon",
+            "image": f"{XRAY_DAEMON_IMAGE}:{XRAY_DAEMON_TAG}",
+            "securityContext": {"runAsUser": ENVOY_UID},
+        }
         return Injection(
             init_containers=(init,),
             # waitUntilProxyReady puts Envoy first; the X-Ray daemon comes last, with tracing on.

@@ -10,56 +10,33 @@ A backend renders the backend-neutral topology (config/topology.py) for one serv
 * AWS resources it needs and no others (`discovery_needs`, `workload_identity`, `name_records`);
 * what its admission webhook adds to a pod (`injected`), for the admission model in the tests;
 * its objects read back into the neutral form (`read_back`), for the round-trip parity test;
-* a capability table (backends/capabilities.py).
+* a capability table (mesh/capabilities.py).
 
 The pure parts (objects as dicts) are testable without AWS; the CDK parts take the stack to build in.
+The types these answers are made of live below, in the neutral mesh model (`mesh/`), so that the
+renderers can use them without importing this module.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from config.topology import Gateway, Service, Topology, VirtualService
-
-from .capabilities import CapabilityTable, Feature
+from mesh.capabilities import CapabilityTable, Feature
+from mesh.names import Manifest, MeshNames, PodSecurityLevel
+from mesh.parts import Injection, ServiceParts
 
 if TYPE_CHECKING:
     from aws_cdk import aws_ec2 as ec2
     from aws_cdk import aws_eks_v2 as eks
-    from aws_cdk import aws_iam as iam
     from constructs import Construct, IConstruct
 
     from components.discovery import ServiceDiscovery
+    from components.mesh_workload import WorkloadIdentity
     from config.settings import AppConfig
-
-PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
-Manifest = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class MeshNames:
-    """Names every backend's objects share."""
-
-    mesh: str
-    namespace: str
-    hosted_zone: str
-    cloud_map_namespace: str
-
-    def mesh_host(self, virtual_service: str) -> str:
-        """The workshop name a client calls: `<virtual service>.<hosted zone>`."""
-        return f"{virtual_service}.{self.hosted_zone}"
-
-
-def mesh_names(config: AppConfig) -> MeshNames:
-    return MeshNames(
-        mesh=config.mesh.mesh_name,
-        namespace=config.mesh.namespace,
-        hosted_zone=config.discovery.hosted_zone,
-        cloud_map_namespace=config.discovery.cloud_map_namespace,
-    )
 
 
 @dataclass(frozen=True)
@@ -73,33 +50,6 @@ class DiscoveryNeeds:
     @property
     def any(self) -> bool:
         return self.hosted_zone or self.cloud_map
-
-
-@dataclass(frozen=True)
-class ServiceParts:
-    """A backend's share of one service's manifest."""
-
-    # Applied before the Deployment, in this order (an injector configures a pod from these).
-    before: tuple[Manifest, ...] = ()
-    after: tuple[Manifest, ...] = ()
-    pod_annotations: Mapping[str, str] = field(default_factory=dict)
-    # How long a stopping pod keeps serving before it is sent SIGTERM: a data plane outside the
-    # cluster (VPC Lattice) deregisters targets some time after Kubernetes removes the endpoint.
-    drain_seconds: int = 0
-    termination_grace_seconds: int | None = None
-
-
-@dataclass(frozen=True)
-class Injection:
-    """What a mesh's admission webhook adds to a pod, as the pinned injector does (see
-    ../shared/reference): init containers (in order, after the pod's own), containers, and the
-    user each added image runs as when the container does not say (None: root, or unknown)."""
-
-    init_containers: tuple[Manifest, ...] = ()
-    # A container with the name of one the pod has is merged into it (strategic merge by name).
-    containers: tuple[Manifest, ...] = ()
-    pod_security_context: Mapping[str, Any] = field(default_factory=dict)
-    image_users: Mapping[str, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,17 +76,6 @@ class Platform:
     deleted before): the application namespace and anything its pods need at admission."""
 
     ready: list[IConstruct]
-
-
-@dataclass(frozen=True)
-class WorkloadIdentity:
-    """Who a pod is to the mesh: its service account name and the IAM statements it needs
-    (none: no IRSA role and no role annotation)."""
-
-    service_account: str
-    statements: tuple[iam.PolicyStatement, ...] = ()
-    # Why a statement on `*` is needed, for cdk-nag's IAM5[Resource::*] (None: there is none).
-    wildcard_reason: str | None = None
 
 
 @dataclass
@@ -233,12 +172,3 @@ class MeshBackend(ABC):
     @abstractmethod
     def read_back(self, objects: list[Manifest], names: MeshNames) -> dict[str, Any]:
         """The backend's objects read back into the neutral form of `neutral_form` (parity)."""
-
-
-def pod_security_labels(level: PodSecurityLevel) -> dict[str, str]:
-    """Enforce `level`; audit and warn at restricted, so anything short of it shows up."""
-    return {
-        "pod-security.kubernetes.io/enforce": level,
-        "pod-security.kubernetes.io/audit": "restricted",
-        "pod-security.kubernetes.io/warn": "restricted",
-    }

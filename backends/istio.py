@@ -14,29 +14,18 @@ from constructs import Construct, IConstruct
 from charts import istio
 from charts.workloads import add_objects, new_chart
 from components.istio import HUB, ISTIOD_REPLICAS, VERSION, IstioControlPlane, IstioGateway, gateway_values, istiod_values
-from components.mesh_workload import attach_chart, imported_cluster
+from components.mesh_workload import WorkloadIdentity, attach_chart, imported_cluster
 from components.namespace import application_namespace
 from components.prometheus import ManagedPrometheus
 from config.errors import ConfigError
 from config.settings import AppConfig
 from config.topology import Gateway, Service, Topology, VirtualService
+from mesh.capabilities import CapabilityTable, Feature, not_applicable, partial, yes
+from mesh.names import Manifest, MeshNames, mesh_names, pod_security_labels
+from mesh.parity import callers
+from mesh.parts import Injection, ServiceParts
 
-from .base import (
-    DiscoveryNeeds,
-    GatewayInstall,
-    Injection,
-    Manifest,
-    MeshBackend,
-    MeshNames,
-    Platform,
-    PlatformContext,
-    ServiceParts,
-    WorkloadIdentity,
-    mesh_names,
-    pod_security_labels,
-)
-from .capabilities import CapabilityTable, Feature, not_applicable, partial, yes
-from .parity import callers
+from .base import DiscoveryNeeds, GatewayInstall, MeshBackend, Platform, PlatformContext
 
 PROXY_IMAGE = f"{HUB}/proxyv2:{VERSION}"
 ISTIO_UID = 1337

@@ -4,7 +4,7 @@ prefixes, health-checks their pods, and logs access; what it cannot express (ret
 outlier detection, connection pools, mTLS between pods, egress filtering, proxy tracing) is a
 config error that lists every such setting at once (config/examples/lattice.yaml is a topology it
 can express). The workshop's ingress contract (an internal NLB on 80, `/eks/` rewritten to `/`),
-which Lattice cannot serve, is kept by an Envoy rendered by the local mesh's own renderer.
+which Lattice cannot serve, is kept by an Envoy rendered by envoyconfig (which the local mesh uses too).
 """
 
 from __future__ import annotations
@@ -20,26 +20,15 @@ from constructs import Construct, IConstruct
 from charts import lattice
 from charts.workloads import add_object, add_objects, gateway_workload, new_chart, service_account
 from components.lattice import LatticeController, ServiceNetwork
-from components.mesh_workload import attach_chart, imported_cluster
+from components.mesh_workload import WorkloadIdentity, attach_chart, imported_cluster
 from components.namespace import application_namespace
 from config.topology import Gateway, Service, Topology, VirtualService
-from localmesh.envoy import render_edge_gateway
+from envoyconfig.render import render_edge_gateway
+from mesh.capabilities import CapabilityTable, Feature, cannot, not_applicable, partial, yes
+from mesh.names import Manifest, MeshNames, mesh_names, pod_security_labels
+from mesh.parts import Injection, ServiceParts
 
-from .base import (
-    DiscoveryNeeds,
-    GatewayInstall,
-    Injection,
-    Manifest,
-    MeshBackend,
-    MeshNames,
-    Platform,
-    PlatformContext,
-    ServiceParts,
-    WorkloadIdentity,
-    mesh_names,
-    pod_security_labels,
-)
-from .capabilities import CapabilityTable, Feature, cannot, not_applicable, partial, yes
+from .base import DiscoveryNeeds, GatewayInstall, MeshBackend, Platform, PlatformContext
 
 # The local mesh's Envoy release, as a non-root image (distroless: uid 65532, entrypoint envoy).
 ENVOY_IMAGE = "docker.io/envoyproxy/envoy:distroless-v1.40.0"
@@ -88,7 +77,10 @@ class LatticeBackend(MeshBackend):
         Feature.WORKSHOP_NAMES: yes(
             "HTTPRoute hostname as the Lattice service's custom domain; a Route 53 CNAME to its assigned domain, read back from the route"
         ),
-        Feature.GATEWAY: yes("an Envoy Deployment (the local mesh's renderer) behind the internal NLB, in front of the Lattice services"),
+        Feature.GATEWAY: yes(
+            "an Envoy Deployment (envoyconfig, the renderer the local mesh also uses) "
+            "behind the internal NLB, in front of the Lattice services"
+        ),
         Feature.GATEWAY_REWRITE: yes("by that Envoy: Lattice rules cannot rewrite paths"),
         Feature.DISCOVERY: not_applicable("Lattice registers the Services' pod IPs itself; the setting is ignored"),
         Feature.TRACING: cannot("no proxy emits spans (the services pass trace headers on; Lattice adds none)"),

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import Manifest, MeshNames
 from config.policies import DEFAULT_TIMEOUT_MS, RetryPolicy
 from config.topology import Gateway, GatewayRoute, Service, Topology, VirtualService
+from mesh.names import Manifest, MeshNames
 
 from . import certificates
 
@@ -224,7 +224,7 @@ def gateway_route(route: GatewayRoute, names: MeshNames) -> Manifest:
 
 
 # --------------------------------------------------------------------------------------------
-# Read back: App Mesh objects -> the neutral form (backends/parity.py)
+# Read back: App Mesh objects -> the neutral form (mesh/parity.py)
 
 
 def _millis(value: dict[str, Any] | None) -> int | None:

@@ -24,9 +24,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from backends.base import Manifest, MeshNames
 from config.policies import retry_events, retry_on
 from config.topology import Gateway, Route, Service, Topology, VirtualService
+from mesh.names import Manifest, MeshNames
 
 NETWORKING = "networking.istio.io/v1"
 SECURITY = "security.istio.io/v1"
@@ -325,7 +325,7 @@ def gateway_objects(gateway: Gateway, names: MeshNames) -> list[Manifest]:
 
 
 # --------------------------------------------------------------------------------------------
-# Read back: Istio objects -> the neutral form (backends/parity.py)
+# Read back: Istio objects -> the neutral form (mesh/parity.py)
 
 
 def _retry_form(retries: dict[str, Any] | None) -> dict[str, Any] | None:

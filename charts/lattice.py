@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import Manifest, MeshNames
 from config.topology import Service, Topology, VirtualService
+from mesh.names import Manifest, MeshNames
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 LATTICE = "application-networking.k8s.aws/v1alpha1"

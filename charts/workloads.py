@@ -20,8 +20,9 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
-from backends.base import Manifest, MeshNames, ServiceParts
 from config.topology import Gateway, Service, Topology, VirtualService, backend_env_name
+from mesh.names import Manifest, MeshNames
+from mesh.parts import ServiceParts
 
 # Kubernetes' well-known zone label; the downward API reads it where the cluster copies node
 # topology labels onto pods, and the services show "unknown" where it does not.

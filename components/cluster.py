@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from config.kubernetes import KubernetesRelease
 from config.settings import ClusterConfig
 
 from .log_groups import log_group
@@ -18,6 +22,16 @@ _ENDPOINT_ACCESS = {
     "private": eks.EndpointAccess.PRIVATE,
     "public_and_private": eks.EndpointAccess.PUBLIC_AND_PRIVATE,
 }
+
+
+def eks_version(release: KubernetesRelease) -> eks.KubernetesVersion:
+    return getattr(eks.KubernetesVersion, f"V1_{release.suffix}")  # type: ignore[no-any-return]
+
+
+def kubectl_layer_class(release: KubernetesRelease) -> Any:
+    """The kubectl layer of the release's minor (aws-cdk.lambda-layer-kubectl-v<minor>, pinned)."""
+    module = importlib.import_module(release.kubectl_layer_module)
+    return getattr(module, f"KubectlV{release.suffix}Layer")
 
 
 class MeshCluster(Construct):
@@ -47,9 +61,9 @@ class MeshCluster(Construct):
             cluster_name=config.name,
             # One setting drives all three: the control plane, the kubectl in the provider's
             # layer, and (in charts/) the cdk8s-plus package the manifests are written with.
-            version=release.eks_version(),
+            version=eks_version(release),
             kubectl_provider_options=eks.KubectlProviderOptions(
-                kubectl_layer=release.kubectl_layer_class()(self, "KubectlLayer"),
+                kubectl_layer=kubectl_layer_class(release)(self, "KubectlLayer"),
             ),
             vpc=vpc,
             vpc_subnets=[ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)],

@@ -3,7 +3,7 @@ for the VPC Lattice controller): applied from the cluster, verified before they 
 
 The bundle is about 1 MB, far over what a CloudFormation custom resource can carry, so a Job
 fetches the pinned files from their repository at the pinned commit, refuses any whose git blob id
-differs (the same pins the tests validate our objects against: scripts/upstream.py), and applies
+differs (the same pins the tests validate our objects against: the package upstream/), and applies
 them server-side. The deploy waits for the Job to have succeeded.
 """
 
@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
-from scripts.upstream import DEFAULT_BASE_URL, Part
+from upstream import DEFAULT_BASE_URL, Part
 
 from .one_shot_job import CONTAINER_SECURITY, apply_and_wait, identity, job, job_spec
 from .webhook_gate import KUBECTL_IMAGE
 
 # Fetches and verifies; a Python image because the check is the same few lines as
-# scripts/upstream.py (the kubectl image has no shell).
+# upstream/ (the kubectl image has no shell).
 FETCH_IMAGE = "public.ecr.aws/docker/library/python:3.11.7-slim-bookworm"
 DEADLINE_SECONDS = 600
 _FETCH = """

@@ -30,7 +30,7 @@ from aws_cdk import aws_vpclattice as vpclattice
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
-from scripts.upstream import ARTIFACTS
+from upstream import ARTIFACTS
 
 from .crd_installer import CrdInstaller
 from .helm_addon import HelmPin, owned_namespace, pinned_release

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cdk8s
 from aws_cdk import Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
 from constructs import Construct, IConstruct
 
-from backends.base import WorkloadIdentity
 from config.topology import Service
 
 from .irsa import IrsaRole
@@ -29,6 +31,17 @@ XRAY_WRITE_ACTIONS = [
     "xray:GetSamplingTargets",
     "xray:GetSamplingStatisticSummaries",
 ]
+
+
+@dataclass(frozen=True)
+class WorkloadIdentity:
+    """Who a pod is to the mesh: its service account name and the IAM statements it needs
+    (none: no IRSA role and no role annotation). A backend answers it for each workload."""
+
+    service_account: str
+    statements: tuple[iam.PolicyStatement, ...] = ()
+    # Why a statement on `*` is needed, for cdk-nag's IAM5[Resource::*] (None: there is none).
+    wildcard_reason: str | None = None
 
 
 class WorkloadRole(Construct):
@@ -76,7 +89,7 @@ def imported_cluster(scope: Construct, cluster: eks.ICluster) -> eks.ICluster:
     )
 
 
-def attach_chart(cluster: eks.ICluster, id: str, chart: cdk8s.Chart, *, after: list[IConstruct]) -> eks.KubernetesManifest:
+def attach_chart(cluster: eks.ICluster, id: str, chart: cdk8s.Chart, *, after: Sequence[IConstruct]) -> eks.KubernetesManifest:
     """Apply a chart as one manifest, after `after` (created before it, deleted after it)."""
     size = manifest_bytes(chart)
     if size > MAX_MANIFEST_BYTES:

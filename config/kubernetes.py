@@ -1,5 +1,8 @@
 """The Kubernetes minor version: one setting for the EKS cluster, the kubectl layer and cdk8s-plus.
 
+The names of the three live here; components/cluster.py turns them into the CDK's objects, so that
+nothing in config/ imports aws_cdk.
+
 Each supported minor maps to the three things that must agree. Only versions in EKS standard
 support are accepted; the packages for all of them are pinned in requirements.txt, so changing
 `kubernetes_version` needs no other edit.
@@ -11,7 +14,6 @@ import importlib
 from dataclasses import dataclass
 from datetime import date
 from types import ModuleType
-from typing import Any
 
 from .errors import ConfigError
 
@@ -36,17 +38,8 @@ class KubernetesRelease:
     def kubectl_layer_module(self) -> str:
         return f"aws_cdk.lambda_layer_kubectl_v{self.suffix}"
 
-    def eks_version(self) -> Any:
-        from aws_cdk import aws_eks_v2 as eks
-
-        return getattr(eks.KubernetesVersion, f"V1_{self.suffix}")
-
     def cdk8s_plus(self) -> ModuleType:
         return importlib.import_module(self.cdk8s_plus_module)
-
-    def kubectl_layer_class(self) -> Any:
-        module = importlib.import_module(self.kubectl_layer_module)
-        return getattr(module, f"KubectlV{self.suffix}Layer")
 
 
 SUPPORTED = {

@@ -1,6 +1,6 @@
 """Traffic and security policies of the mesh: timeouts, retries, health checks, outlier detection,
 connection pools. Modelled once; charts/appmesh.py renders them to App Mesh objects and
-localmesh/envoy.py to plain Envoy, so both meshes behave the same.
+envoyconfig/render.py to plain Envoy, so both meshes behave the same.
 
 Defaults are App Mesh's own where it has one (15 s request timeout) and otherwise what a
 small HTTP service wants: retry twice on 5xx and connection errors within the timeout, eject an

@@ -315,10 +315,8 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: d
         acknowledged_warnings=_warning_ids(values.get("acknowledge_warnings")),
         today=today,
     )
-    # Last: whether the chosen mesh can express this topology (every unsupported setting at once).
-    from backends import check_backend  # backends import this module
-
-    check_backend(config)
+    # Whether the chosen mesh can express this topology is checked where both are known, at the
+    # app's entry (backends.configure), not here: config/ knows no backend.
     return config
 
 

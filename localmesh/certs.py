@@ -4,7 +4,7 @@ The cluster gets them from cert-manager (charts/certificates.py): a private CA p
 ECDSA P-256 certificate per workload, valid for server and client auth, whose DNS names are the
 virtual services it serves plus its own name; the `appmesh.k8s.aws/secretMounts` annotation puts
 `tls.crt`, `tls.key` and `ca.crt` in the Envoy container. Locally the same files go under the
-mesh's temporary directory (layout: `localmesh.envoy.mesh_tls_files`) and live for one run: the
+mesh's temporary directory (layout: `envoyconfig.render.mesh_tls_files`) and live for one run: the
 certificates are valid for two days and the CA key never leaves that directory.
 
 OpenSSL >= 3.0 is needed (`openssl req -x509 -CA` signs a new certificate in one step).
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from config.topology import Topology
-from localmesh.envoy import MeshTls, certificate_names, mesh_tls_files
+from envoyconfig.render import MeshTls, certificate_names, mesh_tls_files
 from localmesh.processes import ServiceError
 
 VALID_DAYS = 2

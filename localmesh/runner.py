@@ -10,7 +10,7 @@
         mesh.inbound_urls       # {service: [each instance's ingress listener]} (https with mTLS)
         mesh.weights_dir        # the frontend's MESH_WEIGHTS_DIR: `<virtual service>.json` per virtual service
 
-Two Envoys (see localmesh/envoy.py): the outbound one (egress client + gateway) sends to the
+Two Envoys (see envoyconfig/render.py): the outbound one (egress client + gateway) sends to the
 inbound one's per-instance ingress listeners, which forward to the processes; with
 `topology.mtls == "strict"` (the default) they talk mutual TLS with certificates made at start
 (localmesh/certs.py) in the mesh's temporary directory.
@@ -51,13 +51,12 @@ if str(REPO_ROOT) not in sys.path:
 
 import yaml  # noqa: E402
 
-from config import AppConfig, build_config, merge_layers  # noqa: E402
+from backends import configure  # noqa: E402
+from config import AppConfig, merge_layers  # noqa: E402
 from config.topology import Service, Topology, backend_env_name  # noqa: E402
-from localmesh.certs import generate_mesh_certificates  # noqa: E402
-from localmesh.envoy import (  # noqa: E402
+from envoyconfig.render import (  # noqa: E402
     LocalPorts,
     MeshTls,
-    allocate_ports,
     egress_client,
     mesh_tls_files,
     mesh_url,
@@ -65,6 +64,8 @@ from localmesh.envoy import (  # noqa: E402
     render_inbound_config,
     terminates_mesh_tls,
 )
+from localmesh.certs import generate_mesh_certificates  # noqa: E402
+from localmesh.ports import allocate_ports  # noqa: E402
 from localmesh.processes import (  # noqa: E402
     SERVICE_KINDS,
     WEIGHTS_DIR_ENV,
@@ -94,7 +95,7 @@ MAX_LOCAL_INSTANCES = 3
 def load_config(overrides: Mapping[str, Any] | None = None) -> AppConfig:
     """cdk.json's context with `-c`-style overrides, validated by the app's own build_config."""
     context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
-    return build_config(merge_layers(context, {**context, **(overrides or {})}, REPO_ROOT), {})
+    return configure(merge_layers(context, {**context, **(overrides or {})}, REPO_ROOT), {})
 
 
 def envoy_binary() -> str:

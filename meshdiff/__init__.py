@@ -6,8 +6,9 @@ lines a reviewer of a canary shift can read; `python -m meshdiff` compares the l
 saved summary, or another config file) with the current configuration.
 """
 
+from mesh.summary import SUMMARY_FILE, SUMMARY_VERSION, SummaryError, load_summary, summarize, summarize_config, write_summary
+
 from .diff import NO_CHANGES, diff_summaries, has_changes
-from .summary import SUMMARY_FILE, SUMMARY_VERSION, SummaryError, load_summary, summarize, summarize_config, write_summary
 
 __all__ = [
     "NO_CHANGES",

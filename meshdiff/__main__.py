@@ -26,9 +26,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from config import ConfigError, build_config, merge_layers  # noqa: E402
+from backends import configure  # noqa: E402
+from config import ConfigError, merge_layers  # noqa: E402
+from mesh.summary import SUMMARY_FILE, SummaryError, load_summary, summarize_config  # noqa: E402
 from meshdiff.diff import diff_summaries  # noqa: E402
-from meshdiff.summary import SUMMARY_FILE, SummaryError, load_summary, summarize_config  # noqa: E402
 
 DEFAULT_SUMMARY = REPO_ROOT / "cdk.out" / SUMMARY_FILE
 
@@ -84,7 +85,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 def summary_of(overrides: dict[str, Any]) -> dict[str, Any]:
     """The mesh of cdk.json's context with `-c`-style settings, validated as `cdk synth` does."""
     defaults = cdk_json_context()
-    return summarize_config(build_config(merge_layers(defaults, {**defaults, **overrides}, REPO_ROOT), {}))
+    return summarize_config(configure(merge_layers(defaults, {**defaults, **overrides}, REPO_ROOT), {}))
 
 
 def old_summary(args: argparse.Namespace) -> dict[str, Any]:

@@ -20,8 +20,8 @@ END = "<!-- end of parity table -->"
 
 def table() -> str:
     from backends import backend_named
-    from backends.capabilities import parity_table
     from config.settings import MESH_BACKENDS
+    from mesh.capabilities import parity_table
 
     backends = [backend_named(name) for name in MESH_BACKENDS]
     return parity_table({b.name: b.capabilities for b in backends}, {b.name: b.title for b in backends})

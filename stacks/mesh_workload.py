@@ -7,12 +7,13 @@ from aws_cdk import Annotations, CfnOutput, Duration, Stack
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
-from backends.base import MeshBackend, PlatformContext, mesh_names
+from backends.base import MeshBackend, PlatformContext
 from charts.workloads import routing_chart, service_chart
 from components.mesh_workload import WorkloadRole, attach_chart, imported_cluster, service_image
 from components.smoke_test import SmokeTest
 from config.settings import AppConfig
 from config.topology import Service
+from mesh.names import mesh_names
 
 
 class MeshServicesStack(Stack):

@@ -55,7 +55,8 @@ def synthesize(
     """Build and synthesize the app with cdk.json's context plus `-c`-style overrides."""
     import aws_cdk as cdk
 
-    from config import build_config, merge_layers
+    from backends import configure
+    from config import merge_layers
 
     defaults = cdk_json_context()
     context = {**defaults, **(overrides or {})}
@@ -65,7 +66,7 @@ def synthesize(
 
         cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     merged = merge_layers(defaults, context, PROJECT_ROOT)
-    config = build_config(merged, environ or {})
+    config = configure(merged, environ or {})
     from config.settings import changed_settings
     from stacks.entry import build_app
 

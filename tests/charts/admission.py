@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from backends.base import Injection
+from mesh.parts import Injection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LEVELS = ("privileged", "baseline", "restricted")

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from charts.render import IMAGE, ROLE, all_objects, render  # noqa: F401 (IMAGE, ROLE: for tests)
-from scripts import upstream
+import upstream
+from backends.render import all_objects, render
 from tests.unit.test_settings import config_with
 
 # Every CRD schema the rendered objects are validated against, read from ../shared/schemas or
-# the verified cache (scripts/upstream.py), never copied here.
+# the verified cache (upstream/), never copied here.
 CRD_ARTIFACTS = (
     "appmesh-controller-crds.yaml",
     "istio-crds.yaml",

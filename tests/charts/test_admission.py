@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+import upstream
 from backends import backend_named
-from charts.render import IMAGE, all_objects, render
+from backends.render import IMAGE, all_objects, render
 from charts.workloads import APP_UID
-from scripts import upstream
 from tests.charts.admission import dockerfile_users, pod_templates, refusals
 from tests.unit.test_settings import config_with
 
@@ -22,7 +22,7 @@ BACKENDS = ["appmesh", "istio", "lattice"]
 
 
 def _names(config: Any) -> Any:
-    from backends.base import mesh_names
+    from mesh.names import mesh_names
 
     return mesh_names(config)
 
@@ -214,7 +214,7 @@ def test_without_istio_cni_the_injected_init_container_would_need_root_and_net_a
     backend = backend_named("istio")
     config = _config("istio")
     template = pod_templates(all_objects(render(config, backend)))["Deployment/nodejs-app"]
-    from backends.base import Injection
+    from mesh.parts import Injection
 
     root = Injection(
         init_containers=({"name": "istio-init", "image": "proxyv2", "securityContext": context},), image_users={"proxyv2": 1337}

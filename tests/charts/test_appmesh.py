@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from charts.render import all_objects, render
+from backends.render import all_objects, render
 from tests.charts.conftest import find
 from tests.conftest import cdk_json_context
 from tests.unit.test_settings import config_with

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
+import upstream
 from backends import backend_named
-from charts.render import all_objects, render
+from backends.render import all_objects, render
 from components.istio import istiod_values
-from scripts import upstream
 from tests.charts.conftest import find
 from tests.conftest import cdk_json_context
 from tests.unit.test_settings import backend_config

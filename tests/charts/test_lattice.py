@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from backends import backend_named
-from charts.render import all_objects, render
+from backends.render import all_objects, render
 from tests.charts.conftest import find
 from tests.unit.test_settings import backend_config
 

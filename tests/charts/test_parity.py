@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from backends import backend_named
-from backends.base import mesh_names
-from backends.capabilities import Feature
-from backends.parity import neutral_form
-from charts.render import all_objects, render
+from backends.render import all_objects, render
 from config.settings import patch_between
+from mesh.capabilities import Feature
+from mesh.names import mesh_names
+from mesh.parity import neutral_form
 from scripts.scale import generated_topology
 from tests.conftest import cdk_json_context
 from tests.unit.test_settings import backend_config, config_with

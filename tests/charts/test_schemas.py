@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from backends import backend_named
-from charts.render import all_objects, render
+from backends.render import all_objects, render
 from config.kubernetes import SUPPORTED
 from tests.charts.conftest import find
 from tests.unit.test_settings import backend_config

@@ -51,7 +51,7 @@ def test_send_requests_sends_exactly_count_with_the_host_header(server: int) -> 
 
 
 def test_send_requests_counts_connection_errors() -> None:
-    from localmesh.envoy import free_port
+    from localmesh.processes import free_port
 
     burst = send_requests(free_port(), 5, clients=2, time_limit=5, timeout=1)
     assert [r.status for r in burst.results] == [0] * 5

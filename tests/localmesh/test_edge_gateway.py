@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from localmesh.envoy import free_port, render_edge_gateway
+from envoyconfig.render import render_edge_gateway
+from localmesh.processes import free_port
 from localmesh.runner import EnvoyProcess, get, validate_envoy_config
 from tests.unit.test_settings import backend_config
 

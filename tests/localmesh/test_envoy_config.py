@@ -12,17 +12,9 @@ import pytest
 import yaml
 
 from config.topology import Topology, backend_env_name, parse_topology
+from envoyconfig.render import LocalPorts, MeshTls, certificate_names, mesh_tls_files, render_envoy_config, render_inbound_config, retry_on
 from localmesh.certs import generate_mesh_certificates
-from localmesh.envoy import (
-    LocalPorts,
-    MeshTls,
-    allocate_ports,
-    certificate_names,
-    mesh_tls_files,
-    render_envoy_config,
-    render_inbound_config,
-    retry_on,
-)
+from localmesh.ports import allocate_ports
 from localmesh.runner import REPO_ROOT, LocalMesh, load_config, validate_envoy_config
 
 ZONE = "appmeshworkshop.hosted.local"

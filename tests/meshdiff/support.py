@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from config import build_config, merge_layers
-from meshdiff.summary import summarize_config
+from backends import configure
+from config import merge_layers
+from mesh.summary import summarize_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -24,7 +25,7 @@ def cdk_json_context() -> dict[str, Any]:
 def summary_with(**overrides: Any) -> dict[str, Any]:
     """The summary of cdk.json's context with `-c`-style overrides (e.g. weights.nodejs=...)."""
     defaults = cdk_json_context()
-    return summarize_config(build_config(merge_layers(defaults, {**defaults, **overrides}, REPO_ROOT), {}))
+    return summarize_config(configure(merge_layers(defaults, {**defaults, **overrides}, REPO_ROOT), {}))
 
 
 def summary_of_topology(mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import meshdiff.__main__ as cli
-from meshdiff.summary import write_summary
+from mesh.summary import write_summary
 
 from .support import FIXTURES, HEADER, REPO_ROOT, cdk_json_context, summary_with
 

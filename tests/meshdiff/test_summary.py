@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from config import build_config, merge_layers
-from meshdiff.summary import SUMMARY_VERSION, SummaryError, dumps, load_summary, summarize, write_summary
+from backends import configure
+from config import merge_layers
+from mesh.summary import SUMMARY_VERSION, SummaryError, dumps, load_summary, summarize, write_summary
 
 from .support import FIXTURES, REPO_ROOT, cdk_json_context, summary_of_topology, summary_with
 
@@ -138,7 +139,7 @@ def service(summary: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_policy_settings_reach_the_summary() -> None:
-    def configure(topology: dict[str, Any]) -> None:
+    def edit(topology: dict[str, Any]) -> None:
         topology.update(mtls="off", egress_filter="ALLOW_ALL")
         topology["virtual_services"]["nodejs"]["routes"][0].update(
             timeout_ms=30000, retry={"max_retries": 3, "per_retry_timeout_ms": 5000, "http_events": ["server-error"], "tcp_events": []}
@@ -150,7 +151,7 @@ def test_policy_settings_reach_the_summary() -> None:
             connection_pool={"max_connections": 256},
         )
 
-    summary = summary_of_topology(configure)
+    summary = summary_of_topology(edit)
     assert (summary["mtls"], summary["egress_filter"]) == ("off", "ALLOW_ALL")
     route = nodejs_route(summary)
     assert route["timeout_ms"] == 30000
@@ -182,7 +183,7 @@ def test_a_policy_turned_off_is_off(off: Any) -> None:
 
 def test_the_model_and_the_configuration_agree_on_off() -> None:
     """summarize reads the dataclasses: Route.retry or Service.outlier_detection set to None is "off" too."""
-    topology = build_config(merge_layers(cdk_json_context(), cdk_json_context(), REPO_ROOT), {}).mesh.topology
+    topology = configure(merge_layers(cdk_json_context(), cdk_json_context(), REPO_ROOT), {}).mesh.topology
     changed = dataclasses.replace(
         topology,
         services=tuple(dataclasses.replace(s, outlier_detection=None) if s.name == "nodejs" else s for s in topology.services),

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+import upstream
 from components.lattice import EC2_READ_ACTIONS, LATTICE_ACTIONS, LOG_DELIVERY_ACTIONS
-from scripts import upstream
-from scripts.upstream import ARTIFACTS
 from tests.conftest import Synthesized
 from tests.stacks.support import helm_values, manifest_with, object_value, releases, statement
+from upstream import ARTIFACTS
 
 
 @pytest.fixture(scope="module")

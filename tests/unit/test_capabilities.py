@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from backends import backend_named
-from backends.capabilities import Feature, check_table, unsupported, yes
 from config import ConfigError
 from config.settings import MESH_BACKENDS
+from mesh.capabilities import Feature, check_table, unsupported, yes
 from scripts.parity_table import readme_table, table
 from tests.conftest import PROJECT_ROOT
 from tests.unit.test_settings import backend_config, config_with
@@ -29,6 +29,19 @@ def test_app_mesh_and_istio_express_the_default_topology() -> None:
     for name in ("appmesh", "istio"):
         backend = backend_named(name)
         assert unsupported(backend.capabilities, backend_config(name).mesh.topology) == []
+
+
+def test_the_backend_check_happens_at_the_entry_not_in_config() -> None:
+    """config/ knows no backend: build_config takes any topology; backends.configure, which the
+    app's entry, the tools and the tests call, refuses what the backend cannot express."""
+    from backends import configure
+    from config import build_config, merge_layers
+    from tests.conftest import cdk_json_context
+
+    merged = merge_layers(cdk_json_context(), {**cdk_json_context(), "mesh_backend": "lattice"})
+    assert build_config(merged, {}).mesh.backend == "lattice"
+    with pytest.raises(ConfigError, match=r"^config error: mesh_backend='lattice': cannot express 19 setting"):
+        configure(merged, {})
 
 
 def test_lattice_refuses_the_default_topology_listing_every_setting_at_once() -> None:

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config import ConfigError, build_config, merge_layers
+from backends import configure
+from config import ConfigError, merge_layers
 from config.settings import KNOWN_KEYS
 from tests.conftest import cdk_json_context, synthesize
 
@@ -80,7 +81,7 @@ _OUTCOMES = {"built": 0, "refused": 0}
 
 
 def _build(context: dict[str, Any]) -> Any:
-    return build_config(merge_layers(DEFAULTS, context), {})
+    return configure(merge_layers(DEFAULTS, context), {})
 
 
 @settings(

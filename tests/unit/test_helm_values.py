@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+import upstream
 from components.appmesh_controller import AppMeshController
 from components.istio import cni_values, gateway_values, istiod_values
 from components.lattice import controller_values
-from scripts import upstream
 
 # Maps whose keys are the user's (labels, annotations, environment) or a Kubernetes type's
 # (securityContext, resources), not the chart's.

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from config import ConfigError, build_config, merge_layers
+from backends import configure
+from config import ConfigError, merge_layers
 from tests.conftest import BACKEND_OVERRIDES, cdk_json_context
 
 
 def config_with(**overrides: Any) -> Any:
     defaults = cdk_json_context()
-    return build_config(merge_layers(defaults, {**defaults, **overrides}), {})
+    return configure(merge_layers(defaults, {**defaults, **overrides}), {})
 
 
 def backend_config(backend: str, **overrides: Any) -> Any:
@@ -65,16 +66,16 @@ def test_account_comes_from_the_cdk_environment_but_the_region_from_the_config()
     defaults = cdk_json_context()
     assert defaults["region"] == "us-west-1"
     environ = {"CDK_DEFAULT_ACCOUNT": "123456789012", "CDK_DEFAULT_REGION": "us-east-1"}
-    config = build_config(merge_layers(defaults, defaults), environ)
+    config = configure(merge_layers(defaults, defaults), environ)
     assert (config.account, config.region) == ("123456789012", "us-west-1")
     # Without a region in the context either, still not the CLI's: the documented default.
     without = {key: value for key, value in defaults.items() if key != "region"}
-    assert build_config(merge_layers(without, without), environ).region == "us-west-1"
+    assert configure(merge_layers(without, without), environ).region == "us-west-1"
 
 
 def test_region_is_set_with_c_region() -> None:
     defaults = cdk_json_context()
-    config = build_config(merge_layers(defaults, {**defaults, "region": "us-east-2"}), {"CDK_DEFAULT_REGION": "eu-west-1"})
+    config = configure(merge_layers(defaults, {**defaults, "region": "us-east-2"}), {"CDK_DEFAULT_REGION": "eu-west-1"})
     assert config.region == "us-east-2"
 
 
@@ -113,7 +114,10 @@ def test_malformed_version_is_refused(version: str) -> None:
 def test_each_supported_version_resolves_its_packages(version: str) -> None:
     release = config_with(kubernetes_version=version).cluster.kubernetes
     assert release.cdk8s_plus().__name__ == f"cdk8s_plus_{version[2:]}"
-    assert release.kubectl_layer_class().__name__ == f"KubectlV{version[2:]}Layer"
+    from components.cluster import eks_version, kubectl_layer_class
+
+    assert kubectl_layer_class(release).__name__ == f"KubectlV{version[2:]}Layer"
+    assert eks_version(release).version == version
 
 
 @pytest.mark.parametrize(
@@ -238,7 +242,7 @@ def test_config_file_sits_between_cdk_json_and_command_line(tmp_path: Path) -> N
     (tmp_path / "prod.yaml").write_text("node_desired: 4\nnode_max: 6\nnat_gateways: 2\n")
     context = {**defaults, "config": "prod.yaml", "nat_gateways": "1", "node_max": 8}
     merged = merge_layers(defaults, context, project_root=tmp_path)
-    config = build_config(merged, {})
+    config = configure(merged, {})
     # from the file
     assert config.cluster.desired_nodes == 4
     # -c beats the file
@@ -270,7 +274,7 @@ def test_config_is_frozen() -> None:
 def test_a_partial_topology_in_a_config_file_is_merged_over_the_default(tmp_path: Path) -> None:
     (tmp_path / "bigger.yaml").write_text("topology:\n  services:\n    frontend:\n      replicas: 3\n")
     defaults = cdk_json_context()
-    config = build_config(merge_layers(defaults, {**defaults, "config": "bigger.yaml"}, project_root=tmp_path), {})
+    config = configure(merge_layers(defaults, {**defaults, "config": "bigger.yaml"}, project_root=tmp_path), {})
     topology = config.mesh.topology
     assert topology.service("frontend").replicas == 3
     # Everything the file does not mention is cdk.json's: the backends, the routes, the gateway.
@@ -288,7 +292,7 @@ def test_null_removes_a_default_and_lists_replace(tmp_path: Path) -> None:
         "  virtual_services:\n    nodejs: {routes: [{prefix: /, targets: {nodejs: 1}}]}\n"
     )
     defaults = cdk_json_context()
-    topology = build_config(merge_layers(defaults, {**defaults, "config": "smaller.yaml"}, project_root=tmp_path), {}).mesh.topology
+    topology = configure(merge_layers(defaults, {**defaults, "config": "smaller.yaml"}, project_root=tmp_path), {}).mesh.topology
     assert [s.name for s in topology.services] == ["frontend", "nodejs", "crystal"]
     assert topology.service("frontend").backends == ("crystal",)
     assert topology.gateway is None
@@ -298,7 +302,7 @@ def test_a_removal_that_leaves_a_dangling_reference_names_it(tmp_path: Path) -> 
     (tmp_path / "dangling.yaml").write_text("topology:\n  services:\n    nodejsv2: null\n")
     defaults = cdk_json_context()
     with pytest.raises(ConfigError) as caught:
-        build_config(merge_layers(defaults, {**defaults, "config": "dangling.yaml"}, project_root=tmp_path), {})
+        configure(merge_layers(defaults, {**defaults, "config": "dangling.yaml"}, project_root=tmp_path), {})
     assert str(caught.value) == (
         "config error: topology.virtual_services.nodejs.routes[0].targets='nodejsv2': "
         "unknown target service; defined services: crystal, frontend, nodejs"
@@ -327,7 +331,7 @@ def test_the_settings_replayed_by_the_pipeline_rebuild_the_same_topology(tmp_pat
     replay = changed_settings(defaults, merged)
     assert json.loads(replay["topology"]) == {"gateway": None, "services": {"frontend": {"replicas": 1}}}
     again = merge_layers(defaults, {**defaults, **replay}, project_root=tmp_path)
-    assert build_config(again, {}) == build_config(merged, {})
+    assert configure(again, {}) == configure(merged, {})
 
 
 # -- what YAML and JSON do to numbers -----------------------------------------------------------
@@ -338,10 +342,10 @@ def test_yaml_keeps_the_kubernetes_version_as_written(tmp_path: Path) -> None:
     (tmp_path / "old.yaml").write_text("kubernetes_version: 1.30\n")
     defaults = cdk_json_context()
     with pytest.raises(ConfigError) as caught:
-        build_config(merge_layers(defaults, {**defaults, "config": "old.yaml"}, project_root=tmp_path), {})
+        configure(merge_layers(defaults, {**defaults, "config": "old.yaml"}, project_root=tmp_path), {})
     assert str(caught.value).startswith("config error: kubernetes_version='1.30': Kubernetes 1.30 is past the end of EKS support")
     (tmp_path / "new.yaml").write_text("kubernetes_version: 1.36\n")
-    config = build_config(merge_layers(defaults, {**defaults, "config": "new.yaml"}, project_root=tmp_path), {})
+    config = configure(merge_layers(defaults, {**defaults, "config": "new.yaml"}, project_root=tmp_path), {})
     assert config.cluster.kubernetes.minor == "1.36"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import upstream
+import upstream
 from tests.conftest import PROJECT_ROOT
 
 # Two made-up upstream files, so these tests need neither ../shared nor the network.
@@ -124,8 +124,8 @@ def test_offline_without_shared_is_one_line_and_a_failure(tmp_path: Path) -> Non
     """No ../shared, an empty cache, and no server: `make upstream` stops in one line."""
     env = {"PATH": "/usr/bin:/bin", "SHARED_DIR": str(tmp_path / "none"), "UPSTREAM_BASE_URL": "http://127.0.0.1:9"}
     script = (
-        "import sys, pathlib; sys.path.insert(0, sys.argv[1]); from scripts import upstream; "
-        "upstream.CACHE = pathlib.Path(sys.argv[2]); sys.exit(upstream.main(['fetch']))"
+        "import sys, pathlib; sys.path.insert(0, sys.argv[1]); import upstream, upstream.__main__ as cli; "
+        "upstream.CACHE = pathlib.Path(sys.argv[2]); sys.exit(cli.main(['fetch']))"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(PROJECT_ROOT), str(tmp_path / "cache")], capture_output=True, text=True, env=env, check=False

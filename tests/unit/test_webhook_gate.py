@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import Injection
 from components.crd_installer import installer_objects
 from components.webhook_gate import gate_objects
-from scripts.upstream import ARTIFACTS
+from mesh.parts import Injection
 from tests.charts.admission import pod_templates, refusals
+from upstream import ARTIFACTS
 
 PROBE = {"apiVersion": "appmesh.k8s.aws/v1beta2", "kind": "Mesh", "metadata": {"name": "webhook-gate-probe"}, "spec": {}}
 RULES = [{"apiGroups": ["appmesh.k8s.aws"], "resources": ["meshes"], "verbs": ["create"]}]

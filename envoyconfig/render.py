@@ -1,4 +1,5 @@
-"""Render the mesh topology as Envoy v3 bootstraps: the local stand-in for App Mesh.
+"""Render the mesh topology as Envoy v3 bootstraps: the local stand-in for App Mesh, and the edge
+gateway the VPC Lattice backend deploys (`render_edge_gateway`).
 
 Two Envoys play every sidecar of the mesh, as App Mesh's client Envoy talks to the server's Envoy:
 
@@ -60,7 +61,6 @@ no traffic, and the model already refuses a route whose weights are all 0.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -193,44 +193,6 @@ def terminates_mesh_tls(service: Service, topology: Topology) -> bool:
     """Inbound mTLS only where every caller is in the mesh (as charts/appmesh.py decides): an
     exposed service's listener also receives its load balancer's plain traffic."""
     return topology.mtls == "strict" and service.exposure == "none"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def allocate_ports(topology: Topology, gateway_port: int | None = None, instances: Mapping[str, int] | None = None) -> LocalPorts:
-    """Free local ports for every process and listener; `gateway_port` pins the gateway's.
-
-    instances: how many processes a service runs (default 1 each), each with its ingress listener.
-    Ports are unique within the result (the kernel could hand a just-released port out twice).
-    """
-    taken: set[int] = set() if gateway_port is None else {gateway_port}
-    counts = {service.name: max(1, int((instances or {}).get(service.name, 1))) for service in topology.services}
-
-    def pick() -> int:
-        for _ in range(100):
-            port = free_port()
-            if port not in taken:
-                taken.add(port)
-                return port
-        raise RuntimeError("could not find a free local port")
-
-    client = egress_client(topology)
-    processes = {name: tuple(pick() for _ in range(count)) for name, count in counts.items()}
-    return LocalPorts(
-        services={name: ports[0] for name, ports in processes.items()},
-        egress=pick(),
-        admin=pick(),
-        gateway=None if topology.gateway is None else (gateway_port if gateway_port is not None else pick()),
-        upstreams={backend: pick() for backend in (client.backends if client else ())},
-        instances=processes,
-        inbound={name: tuple(pick() for _ in range(count)) for name, count in counts.items()},
-        inbound_admin=pick(),
-    )
 
 
 def egress_client(topology: Topology) -> Service | None:

@@ -14,8 +14,8 @@ from typing import Any
 from config.policies import RetryPolicy
 from config.topology import Topology
 
-from .base import MeshNames
 from .capabilities import Feature
+from .names import MeshNames
 
 
 def retry_form(retry: RetryPolicy | None) -> dict[str, Any] | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from backends import backend_for
-from backends.base import Manifest, MeshBackend, mesh_names
+from backends.base import MeshBackend
+from charts.workloads import routing_chart, service_chart
 from config.settings import AppConfig
-
-from .workloads import routing_chart, service_chart
+from mesh.names import Manifest, mesh_names
 
 # Stand-ins for the CloudFormation tokens a synthesized manifest carries.
 IMAGE = "123456789012.dkr.ecr.us-west-1.amazonaws.com/app:test"

@@ -1,5 +1,6 @@
-"""The upstream files the tests judge our output against: CRD schemas, injector templates, chart
+"""The upstream files the deploy and the tests rely on: CRD schemas, injector templates, chart
 values and IAM policies, each pinned to a commit of its public repository and to its git blob id.
+On the ground floor, importing nothing of the project, so constructs, tests and tools all read it.
 
 Nothing here is committed to this repository. The files are read, in this order, from:
 
@@ -8,9 +9,9 @@ Nothing here is committed to this repository. The files are read, in this order,
 2. `.cache/upstream/<owner>/<repo>/<commit>/<path>`, where `fetch` puts them;
 3. nowhere: `Missing`, one line that says what is missing and how to get it.
 
-    python scripts/upstream.py fetch          # download what neither ../shared nor the cache has
-    python scripts/upstream.py seed DIR       # fill the cache from a shared folder, as fetch would
-    python scripts/upstream.py check          # exit 1 (one line) unless every file is available
+    python -m upstream fetch          # download what neither ../shared nor the cache has
+    python -m upstream seed DIR       # fill the cache from a shared folder, as fetch would
+    python -m upstream check          # exit 1 (one line) unless every file is available
 
 `fetch` reads `https://raw.githubusercontent.com/<owner>/<repo>/<commit>/<path>` (the base URL can
 be overridden with `$UPSTREAM_BASE_URL`, which the tests point at a loopback server) and refuses
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -72,7 +72,7 @@ class Artifact:
     what: str
 
 
-def _shown(path: Path) -> str:
+def shown(path: Path) -> str:
     return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
@@ -315,7 +315,7 @@ def part_files(name: str) -> list[bytes]:
         if not part.cached.is_file():
             raise Missing(
                 f"upstream: {artifact.name} ({artifact.what}) is needed by the tests but {shared.parent} does not have it "
-                f"and {_shown(CACHE)} holds no copy; run `make upstream` with network access "
+                f"and {shown(CACHE)} holds no copy; run `make upstream` with network access "
                 f"(fetches {part.repo}@{part.commit[:12]} from raw.githubusercontent.com), or put ../shared beside the checkout"
             )
         data = part.cached.read_bytes()
@@ -407,29 +407,3 @@ def seed(shared: Path) -> list[Part]:
             _write(part, data)
             written.append(part)
     return written
-
-
-def main(argv: list[str]) -> int:
-    command = argv[0] if argv else "fetch"
-    try:
-        if command == "fetch":
-            written = fetch()
-            if written:
-                print(f"upstream: fetched {len(written)} pinned files into {_shown(CACHE)}")
-        elif command == "seed" and len(argv) == 2:
-            written = seed(Path(argv[1]))
-            print(f"upstream: seeded {len(written)} files into {_shown(CACHE)} from {argv[1]}")
-        elif command == "check":
-            for artifact in ARTIFACTS.values():
-                part_files(artifact.name)
-        else:
-            print("usage: python scripts/upstream.py [fetch | seed SHARED_DIR | check]", file=sys.stderr)
-            return 2
-    except (Missing, Mismatch) as error:
-        print(error, file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
