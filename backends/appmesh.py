@@ -24,7 +24,7 @@ from components.cert_manager import CertManager
 from components.mesh_workload import XRAY_WRITE_ACTIONS, WorkloadIdentity, attach_chart, imported_cluster
 from components.namespace import application_namespace
 from config.topology import Gateway, Service, Topology, VirtualService
-from mesh.capabilities import CapabilityTable, Feature, partial, yes
+from mesh.capabilities import CapabilityTable, Feature, cannot, partial, yes
 from mesh.names import Manifest, MeshNames, mesh_names, pod_security_labels
 from mesh.parts import Injection, ServiceParts
 
@@ -105,6 +105,11 @@ class AppMeshBackend(MeshBackend):
         Feature.DISCOVERY: yes("VirtualNode serviceDiscovery: awsCloudMap or dns"),
         Feature.TRACING: yes("the controller injects an X-Ray daemon next to Envoy"),
         Feature.ACCESS_LOGS: yes("Envoy access log on stdout, shipped by the CloudWatch add-on"),
+        Feature.CANARY_ANALYSIS: cannot(
+            "no metrics source in the cluster: App Mesh's Envoys keep their request stats on each pod's admin port, which nothing "
+            "this app deploys scrapes (and AWS shut App Mesh down); judge a canary locally with `make local`, whose Envoys stand in "
+            "for App Mesh's"
+        ),
     }
 
     # -- AWS ---------------------------------------------------------------------------------

@@ -100,6 +100,10 @@ class IstioBackend(MeshBackend):
         Feature.DISCOVERY: not_applicable("Istio discovers endpoints from Kubernetes; the setting is ignored"),
         Feature.TRACING: yes("Telemetry with an OpenTelemetry provider: the CloudWatch agent sends spans to X-Ray", "W3C trace context"),
         Feature.ACCESS_LOGS: yes("meshConfig accessLogFile /dev/stdout as JSON, shipped by the CloudWatch add-on"),
+        Feature.CANARY_ANALYSIS: yes(
+            "Istio's request metrics in Amazon Managed Service for Prometheus (istio_requests_total and "
+            "istio_request_duration_milliseconds as the destination reports them, PromQL signed with SigV4); a pipeline stage per step"
+        ),
     }
 
     # -- AWS ---------------------------------------------------------------------------------

@@ -85,6 +85,10 @@ class LatticeBackend(MeshBackend):
         Feature.DISCOVERY: not_applicable("Lattice registers the Services' pod IPs itself; the setting is ignored"),
         Feature.TRACING: cannot("no proxy emits spans (the services pass trace headers on; Lattice adds none)"),
         Feature.ACCESS_LOGS: yes("AccessLogPolicy on the service network to a CloudWatch log group; the gateway's Envoy on stdout"),
+        Feature.CANARY_ANALYSIS: cannot(
+            "VPC Lattice publishes per-target-group metrics to CloudWatch (AWS/VpcLattice: RequestCount, HTTPCode_5XX_Count, "
+            "RequestTime) that could judge a canary, but this project does not read them yet"
+        ),
     }
 
     # -- AWS ---------------------------------------------------------------------------------

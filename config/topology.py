@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .canary import Canary, parse_canary
 from .errors import ConfigError
 from .policies import (
     DEFAULT_CONNECTION_POOL,
@@ -97,6 +98,8 @@ class VirtualService:
 
     name: str
     routes: tuple[Route, ...]
+    # Steps from the baseline to the candidate, judged by metrics (config/canary.py); None: none.
+    canary: Canary | None = None
 
     @property
     def router(self) -> str:
@@ -231,6 +234,13 @@ def parse_topology(raw: Any, key: str = "topology") -> Topology:
     if tracing not in ("on", "off"):
         raise ConfigError(f"{key}.tracing", tracing, "must be on (the mesh's proxies send spans to X-Ray) or off")
     topology = Topology(services, virtual_services, gateway, discovery, egress, mtls, tracing)
+    canaries = [vs.name for vs in virtual_services if vs.canary]
+    if len(canaries) > 1:
+        raise ConfigError(
+            f"{key}.virtual_services.{canaries[1]}.canary",
+            canaries[1],
+            f"only one virtual service may declare canary steps ({canaries[0]} does): a pipeline shifts one canary at a time",
+        )
     _check_references(key, topology)
     return topology
 
@@ -294,7 +304,7 @@ def _parse_service(key: str, name: str, spec: Any) -> Service:
 def _parse_virtual_service(key: str, name: str, spec: Any) -> VirtualService:
     check_dns_label(key, name, MAX_NAME_LENGTH)
     spec = as_mapping(key, spec)
-    reject_unknown(key, spec, {"routes"})
+    reject_unknown(key, spec, {"routes", "canary"})
     routes_raw = as_list(f"{key}.routes", spec.get("routes"))
     if not routes_raw:
         raise ConfigError(f"{key}.routes", spec.get("routes"), "define at least one route with a prefix and weighted targets")
@@ -312,7 +322,8 @@ def _parse_virtual_service(key: str, name: str, spec: Any) -> VirtualService:
         routes.append(Route(route_name, prefix, targets, timeout_ms, retry))
     no_duplicates(f"{key}.routes", [r.name for r in routes], "route name")
     no_duplicates(f"{key}.routes", [r.prefix for r in routes], "route prefix")
-    return VirtualService(name, tuple(routes))
+    canary = None if spec.get("canary") is None else parse_canary(f"{key}.canary", spec["canary"], routes[0].targets, len(routes))
+    return VirtualService(name, tuple(routes), canary)
 
 
 def parse_weights(key: str, value: Any) -> tuple[tuple[str, int], ...]:

@@ -76,6 +76,9 @@ LOCALHOST = "127.0.0.1"
 # the server is closing fails with a reset.
 UPSTREAM_IDLE_TIMEOUT = "4s"
 CONNECT_TIMEOUT = "1s"
+# Envoy moves its histograms to the admin interface at each stats flush (default every 5 s): the
+# local Envoys flush every second, so `python -m canary` reading them sees the requests just sent.
+LOCAL_STATS_FLUSH = "1s"
 # A bound on open client connections across all listeners (Envoy warns when there is none).
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
 
@@ -220,6 +223,16 @@ def gateway_cluster(gateway: str, service: Service) -> str:
     return f"{gateway}-{service.virtual_node}"
 
 
+def client_clusters(topology: Topology, service: Service) -> list[str]:
+    """The outbound Envoy's clusters that send to `service`: the egress client's, and the gateway's
+    when a gateway route reaches it (the clusters render_envoy_config makes, by the same names)."""
+    clusters = [service.virtual_node]
+    gateway = topology.gateway
+    if gateway is not None and any(service.name in _targets(topology.virtual_service(route.virtual_service)) for route in gateway.routes):
+        clusters.append(gateway_cluster(gateway.name, service))
+    return clusters
+
+
 def duration(milliseconds: int) -> str:
     """Envoy's JSON Duration: 15000 -> "15s", 300 -> "0.3s"."""
     return f"{Decimal(milliseconds) / 1000}s"
@@ -290,7 +303,7 @@ def render_envoy_config(
             if any(service.name in _targets(topology.virtual_service(vs)) for vs in routed):
                 clusters.append(_app_cluster(via_gateway(service), topology, service, hosted_zone, ports, tls, gateway.name, routed))
 
-    return _bootstrap("localmesh-outbound", ports.admin, listeners, clusters)
+    return _bootstrap("localmesh-outbound", ports.admin, listeners, clusters, stats_flush=LOCAL_STATS_FLUSH)
 
 
 def render_inbound_config(
@@ -329,7 +342,7 @@ def render_inbound_config(
                 limits = {"max_connections": pool.max_connections, "max_pending_requests": pool.max_pending_requests}
                 cluster["circuit_breakers"] = {"thresholds": [{"priority": "DEFAULT", **limits}]}
             clusters.append(cluster)
-    return _bootstrap("localmesh-inbound", ports.inbound_admin, listeners, clusters)
+    return _bootstrap("localmesh-inbound", ports.inbound_admin, listeners, clusters, stats_flush=LOCAL_STATS_FLUSH)
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,8 +401,10 @@ def render_edge_gateway(
     return _bootstrap(gateway.name, admin_port, [listener], list(clusters.values()))
 
 
-def _bootstrap(node: str, admin_port: int, listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+def _bootstrap(
+    node: str, admin_port: int, listeners: list[dict[str, Any]], clusters: list[dict[str, Any]], stats_flush: str | None = None
+) -> dict[str, Any]:
+    bootstrap = {
         "node": {"id": node, "cluster": "localmesh"},
         "admin": {"address": _address(admin_port)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
@@ -402,6 +417,9 @@ def _bootstrap(node: str, admin_port: int, listeners: list[dict[str, Any]], clus
             ]
         },
     }
+    if stats_flush:
+        bootstrap["stats_flush_interval"] = stats_flush
+    return bootstrap
 
 
 def _address(port: int, address: str = LOCALHOST) -> dict[str, Any]:

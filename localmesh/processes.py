@@ -195,6 +195,24 @@ SERVICE_KINDS: dict[str, ServiceKind] = {
 # The frontend's weights directory (services/frontend/lib/frontend/weights_dir.rb). In the cluster
 # it is a projected volume of the routing manifests' `weights-<virtual service>` ConfigMaps.
 WEIGHTS_DIR_ENV = "MESH_WEIGHTS_DIR"
+# The faults a service can be told to inject (services/nodejs/server.js, services/crystal): the
+# resilience tests, the canary tests and `make local --fault` all set them by these names.
+FAULTS = {
+    "fail_every": "FAIL_EVERY",  # every Nth request answers 503 (1: all, 5: one in five)
+    "delay_ms": "RESPONSE_DELAY_MS",  # every request waits this long before it is answered
+}
+
+
+def fault_env(faults: Mapping[str, int]) -> dict[str, str]:
+    """{"fail_every": 5} -> {"FAIL_EVERY": "5"}; an unknown fault or a negative value is refused."""
+    env = {}
+    for name, value in faults.items():
+        if name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "fail_every" else 0):
+            raise ValueError(f"fault {name}={value!r}: must be a whole number" + (" from 1" if name == "fail_every" else " from 0"))
+        env[FAULTS[name]] = str(value)
+    return env
 
 
 def write_weights_dir(directory: Path, weights: Mapping[str, Mapping[str, int]]) -> Path:

@@ -57,6 +57,7 @@ from config.topology import Service, Topology, backend_env_name  # noqa: E402
 from envoyconfig.render import (  # noqa: E402
     LocalPorts,
     MeshTls,
+    client_clusters,
     egress_client,
     mesh_tls_files,
     mesh_url,
@@ -76,6 +77,7 @@ from localmesh.processes import (  # noqa: E402
     wait_http_ok,
     write_weights_dir,
 )
+from mesh.canary import SPEC_FILE, canary_spec, canary_virtual_service, step_status  # noqa: E402
 
 # How the egress client (the frontend) reaches its backends through Envoy:
 # "upstreams": `<BACKEND>_URL=http://127.0.0.1:<upstream listener>`, one listener per backend
@@ -294,6 +296,8 @@ class LocalMesh:
         self.workdir = Path(tempfile.gettempdir()) / f"localmesh-{os.getpid()}-{id(self):x}-{self.ports.admin}"
         # The configured weights, for the frontend (written at start).
         self.weights_dir = self.workdir / "weights"
+        # The canary, if the topology declares one: what `python -m canary` judges (written at start).
+        self.canary = canary_virtual_service(self.topology.virtual_services)
         self.tls: MeshTls | None = mesh_tls_files(self.workdir / "certs", self.topology) if self.topology.mtls == "strict" else None
         self.envoy_config = render_envoy_config(self.topology, self.hosted_zone, self.ports, access_log=access_log, tls=self.tls)
         self.inbound_config = render_inbound_config(self.topology, self.hosted_zone, self.ports, access_log=access_log, tls=self.tls)
@@ -432,6 +436,7 @@ class LocalMesh:
             if self.topology.mtls == "strict":
                 generate_mesh_certificates(self.workdir / "certs", self.topology, self.hosted_zone)
             write_weights_dir(self.weights_dir, self.topology.weights())
+            self._write_canary()
             self.inbound_envoy = EnvoyProcess(
                 self.write_envoy_config(self.workdir, "envoy-inbound.yaml", self.inbound_config),
                 self.ports.inbound_admin or 0,
@@ -474,6 +479,24 @@ class LocalMesh:
             self.stop()
             raise
         return self
+
+    @property
+    def canary_spec_path(self) -> Path | None:
+        """The canary spec for `python -m canary --envoy-admin <admin_url>` (None: no canary)."""
+        return None if self.canary is None else self.workdir / SPEC_FILE.format(virtual_service=self.canary.name)
+
+    def _write_canary(self) -> None:
+        """The spec, with the outbound Envoy's clusters per version, and the step the frontend shows
+        (`python -m canary --record` replaces it with its verdict)."""
+        if self.canary is None or self.canary.canary is None or self.canary_spec_path is None:
+            return
+        versions = (self.canary.canary.baseline, self.canary.canary.candidate)
+        clusters = {version: client_clusters(self.topology, self.topology.service(version)) for version in versions}
+        self.canary_spec_path.write_text(json.dumps(canary_spec(self.canary, envoy_clusters=clusters), indent=2) + "\n")
+        step = self.canary.canary.step_of(self.canary.routes[0].targets)
+        status = step_status(self.canary, step=step, verdict="deployed", reason="the local mesh started at this step")
+        (self.weights_dir / "canary").mkdir(exist_ok=True)
+        (self.weights_dir / "canary" / f"{self.canary.name}.json").write_text(json.dumps(status) + "\n")
 
     def _check_routes(self) -> None:
         """A health request through each upstream listener, when a route of its virtual service

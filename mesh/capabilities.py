@@ -98,6 +98,7 @@ class Feature(Enum):
     DISCOVERY = "service discovery setting (cloudmap or dns)"
     TRACING = "traces to X-Ray"
     ACCESS_LOGS = "access logs to CloudWatch Logs"
+    CANARY_ANALYSIS = "metric-gated canary steps (python -m canary)"
 
     def used_by(self, topology: Topology) -> list[Setting]:
         """The settings of `topology` that turn this feature on (empty: it is not used)."""
@@ -126,6 +127,11 @@ _USAGE: dict[Feature, Callable[[Topology], list[Setting]]] = {
     Feature.DISCOVERY: lambda t: [(f"{_KEY}.discovery", t.discovery)],
     Feature.TRACING: lambda t: [(f"{_KEY}.tracing", t.tracing)] if t.tracing == "on" else [],
     Feature.ACCESS_LOGS: lambda t: [(f"{_KEY}", "access logs are always on")],
+    Feature.CANARY_ANALYSIS: lambda t: [
+        (f"{_KEY}.virtual_services.{vs.name}.canary", " -> ".join(f"{a}:{b}" for a, b in vs.canary.steps))
+        for vs in t.virtual_services
+        if vs.canary
+    ],
 }
 
 # How to turn each feature off, for the error message ("drop the setting").
@@ -138,6 +144,7 @@ TURN_OFF: dict[Feature, str] = {
     Feature.MTLS: "mtls: off",
     Feature.EGRESS_FILTER: "egress_filter: ALLOW_ALL",
     Feature.TRACING: "tracing: off",
+    Feature.CANARY_ANALYSIS: "canary: null",
 }
 
 CapabilityTable = Mapping[Feature, Capability]

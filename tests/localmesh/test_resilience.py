@@ -1,7 +1,7 @@
 """Security and resilience policies of the topology, proven on real Envoy by injecting faults.
 
 Each mesh below is the app's own configuration (cdk.json's context plus a `topology` override, the
-way `-c` works) with a fault set in the services (FAIL_EVERY, RESPONSE_DELAY_MS: see
+way `-c` works) with a fault set in the services (localmesh.processes.FAULTS: fail_every, delay_ms; see
 services/nodejs/server.js and services/crystal/src/app.cr). Every request goes to 127.0.0.1, every
 burst is bounded in count and time, and each test states the threshold it checks.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from localmesh.certs import issue, make_ca
-from localmesh.processes import ManagedProcess, http_get
+from localmesh.processes import ManagedProcess, fault_env, http_get
 from localmesh.runner import REPO_ROOT, LocalMesh, get
 from tests.localmesh.conftest import MISSING_RUNTIMES
 
@@ -71,7 +71,7 @@ def half_failing_nodejs(raw: dict[str, Any], retry: Any = None) -> None:
         raw["virtual_services"]["nodejs"]["routes"][0]["retry"] = retry
 
 
-FAIL_HALF = {"nodejs": {"FAIL_EVERY": "2"}, "nodejsv2": {"FAIL_EVERY": "2"}}
+FAIL_HALF = {"nodejs": fault_env({"fail_every": 2}), "nodejsv2": fault_env({"fail_every": 2})}
 # The frontend reaches its backends through its upstream listeners (same routes, policies and
 # clusters as the egress listener): with http_proxy set, Ruby's Net::HTTP resolves the mesh name
 # in DNS on every call (URI#find_proxy), which stalls for seconds on a slow resolver and would
@@ -107,13 +107,13 @@ def hung_mesh() -> Iterator[LocalMesh]:
         raw["virtual_services"]["crystal"]["routes"][0].update({"timeout_ms": ROUTE_TIMEOUT_MS, "retry": "off"})
 
     # The hung requests would hold Crystal's graceful drain for 10 s: stop it sooner.
-    yield from start(topology(edit), service_env={"crystal": {"RESPONSE_DELAY_MS": "10000"}}, stop_grace=1.0, **UPSTREAMS)
+    yield from start(topology(edit), service_env={"crystal": fault_env({"delay_ms": 10000})}, stop_grace=1.0, **UPSTREAMS)
 
 
 @pytest.fixture(scope="module")
 def outlier_mesh() -> Iterator[LocalMesh]:
     """Three crystal instances; instance 2 answers 503 to every request (its /health still passes)."""
-    yield from start({}, instances={"crystal": 3}, instance_env={"crystal": {2: {"FAIL_EVERY": "1"}}})
+    yield from start({}, instances={"crystal": 3}, instance_env={"crystal": {2: fault_env({"fail_every": 1})}})
 
 
 # ------------------------------------------------------------------ retries

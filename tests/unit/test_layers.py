@@ -31,6 +31,9 @@ FLOORS: tuple[frozenset[str], ...] = (
 )
 FLOOR = {package: level for level, packages in enumerate(FLOORS) for package in packages}
 TOOLS = frozenset({"localmesh", "meshdiff", "scripts", "conformance"})
+# Shipped alone (the pipeline's canary analysis runs this folder by itself): imports nothing of the
+# project, and nothing of the product imports it (the app ships it as an asset, by path).
+APART = frozenset({"canary"})
 # The floors that must not import aws_cdk: everything up to the renderers.
 PURE = frozenset(package for package, level in FLOOR.items() if level <= FLOOR["charts"])
 # The preflight handler is Lambda code that runs in AWS with its own runtime, not part of the app.
@@ -38,9 +41,10 @@ NOT_APP_CODE = ("components/preflight/",)
 
 
 def product_sources(root: Path = PROJECT_ROOT) -> dict[str, str]:
-    """Module name -> source of every product module (app.py and the packages of FLOORS)."""
+    """Module name -> source of every product module (app.py and the packages of FLOORS) and of
+    the packages that stand apart."""
     sources = {"app": (root / "app.py").read_text()}
-    for package in FLOOR:
+    for package in sorted(FLOOR.keys() | APART):
         if package == "app":
             continue
         for path in sorted((root / package).rglob("*.py")):
@@ -92,6 +96,13 @@ def violations(sources: Mapping[str, str], packages: Iterable[str] = ()) -> list
         }
         graph[module] = {name for name in edges if name in sources and name != module}
         names = {base for base, _ in statements}
+        if here in APART:
+            problems += [
+                f"{module} imports {name}: {here} is shipped alone and imports nothing of the project"
+                for name in sorted(names)
+                if top(name) in FLOOR.keys() | TOOLS | (APART - {here})
+            ]
+            continue
         if here not in FLOOR:
             continue  # a tool: it may import anything
         reported = set()
@@ -100,7 +111,7 @@ def violations(sources: Mapping[str, str], packages: Iterable[str] = ()) -> list
             if target in reported:
                 continue
             reported.add(target)
-            if target in TOOLS:
+            if target in TOOLS | APART:
                 problems.append(f"{module} imports the tool {name}: tools import product code, never the reverse")
             elif target == "aws_cdk" and here in PURE:
                 problems.append(f"{module} imports {name}: the floors up to the renderers ({', '.join(sorted(PURE))}) are pure")
@@ -166,7 +177,7 @@ def test_the_readme_layout_names_every_floor() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     layout = readme[readme.index("## Layout") :]
     layout = layout[: layout.index("\n## ", 4)]
-    for package in sorted(FLOOR.keys() | {tool for tool in TOOLS if (PROJECT_ROOT / tool).is_dir()}):
+    for package in sorted(FLOOR.keys() | APART | {tool for tool in TOOLS if (PROJECT_ROOT / tool).is_dir()}):
         name = "app.py" if package == "app" else f"{package}/"
         assert f"`{name}`" in layout, f"README's layout does not describe {name}"
 
@@ -202,8 +213,12 @@ def test_the_readme_layout_names_every_floor() -> None:
             {"stacks.a": "from stacks import b", "stacks.b": "from .a import x"},
             "import circle: stacks.a -> stacks.b",
         ),
+        (
+            {"canary.spec": "from config.topology import Topology"},
+            "canary.spec imports config.topology: canary is shipped alone and imports nothing of the project",
+        ),
     ],
-    ids=["upward", "type-checking-upward", "product-imports-tool", "sideways", "aws-cdk-in-pure-floor", "circle"],
+    ids=["upward", "type-checking-upward", "product-imports-tool", "sideways", "aws-cdk-in-pure-floor", "circle", "apart-imports-product"],
 )
 def test_the_checker_finds_each_wrong_way(sources: dict[str, str], expected: str) -> None:
     assert violations(sources) == [expected]

@@ -77,8 +77,9 @@ class FrontendTest < Minitest::Test
     assert_equal({ '1' => 1 }, data['nodejs_versions'])
     assert_equal 100, data['window']
     assert_equal 1, data['samples']
-    assert_equal %w[backends frontend nodejs_versions nodejs_versions_percent samples server split timeout_ms weights window],
+    assert_equal %w[backends canary frontend nodejs_versions nodejs_versions_percent samples server split timeout_ms weights window],
                  data.keys.sort
+    assert_equal({}, data['canary']) # no canary/ folder: nothing to show
   end
 
   def test_escapes_backend_content
@@ -203,6 +204,36 @@ class FrontendTest < Minitest::Test
     assert_match(%r{<tr><td>nodejs</td><td class="num">2</td>\n<td class="num">66.7%</td>}, page)
     assert_match(%r{<tr><td>nodejsv2</td><td class="num">1</td>\n<td class="num">33.3%</td>}, page)
     refute_includes page, 'configured weights unknown'
+  end
+
+  def test_the_canary_step_and_last_verdict_are_shown_next_to_its_split
+    node = stub(&node_answer)
+    dir = weights_dir(nodejs: { nodejs: 1, nodejsv2: 1 })
+    FileUtils.mkdir_p(File.join(dir, 'canary'))
+    File.write(File.join(dir, 'canary', 'nodejs.json'),
+               JSON.generate(step: '2 of 3 (1:1)', verdict: 'roll back', reason: 'failed: success rate', checks: []))
+    frontend = app('NODEJS_URL' => node.url, 'CRYSTAL_URL' => dead_url, 'MESH_WEIGHTS_DIR' => dir)
+    assert_equal({ 'nodejs' => { 'step' => '2 of 3 (1:1)', 'verdict' => 'roll back', 'reason' => 'failed: success rate' } },
+                 json(frontend)['canary'])
+    page = request(frontend, '/').body
+    assert_includes page, '<p class="canary">Canary step 2 of 3 (1:1); last verdict: <span class="down">roll back</span> ' \
+                          '(failed: success rate)</p>'
+    # The weights files are read as before: canary/ is not a weights file.
+    assert_equal 'ok', json(frontend)['weights']['state']
+  end
+
+  def test_a_canary_status_of_another_shape_is_not_shown_and_is_named
+    node = stub(&node_answer)
+    dir = weights_dir(nodejs: { nodejs: 1 })
+    FileUtils.mkdir_p(File.join(dir, 'canary'))
+    File.write(File.join(dir, 'canary', 'nodejs.json'), JSON.generate(step: '1 of 2 (1:1)', verdict: 'maybe'))
+    frontend = app('NODEJS_URL' => node.url, 'CRYSTAL_URL' => dead_url, 'MESH_WEIGHTS_DIR' => dir)
+    assert_equal({}, json(frontend)['canary'])
+    refute_includes request(frontend, '/').body, 'class="canary"'
+    error = assert_raises(ArgumentError) { Frontend::CanaryStatus.parse('{"step": "1", "verdict": "maybe"}') }
+    assert_equal 'verdict must be one of deployed, promote, wait, roll back, got "maybe"', error.message
+    assert_raises(ArgumentError) { Frontend::CanaryStatus.parse('{"verdict": "promote"}') }
+    assert_raises(ArgumentError) { Frontend::CanaryStatus.parse('[]') }
   end
 
   def test_observed_service_missing_from_the_weights_is_still_shown

@@ -10,10 +10,13 @@ module Frontend
 
     # stats: the server's counters (ServerStats), shown under "server".
     # weights: where the configured canary weights come from (WeightsDir).
-    def initialize(config, stats: ServerStats.new, weights: WeightsDir.new(config.weights_dir))
+    # canary: the canary's live step and last verdict, per virtual service (CanaryStatus).
+    def initialize(config, stats: ServerStats.new, weights: WeightsDir.new(config.weights_dir),
+                   canary: CanaryStatus.directory(config.weights_dir))
       @config = config
       @stats = stats
       @weights = weights
+      @canary = canary
       # One tally per backend: which service answered it, over the last TALLY_WINDOW answers.
       @tallies = BACKENDS.to_h { |name| [name, Tally.new(config.window)] }
     end
@@ -76,6 +79,7 @@ module Frontend
         timeout_ms: @config.timeout_ms,
         frontend: { pod: @config.pod, zone: @config.zone },
         weights: weights.to_h,
+        canary: @canary.current.weights,
         split: splits,
         server: @stats.snapshot
       }

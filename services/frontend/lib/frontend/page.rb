@@ -59,7 +59,9 @@ module Frontend
     end
 
     def render_split(data)
-      tables = data[:split].map { |name, split| render_split_table(name, split, data[:weights][:files]) }
+      tables = data[:split].map do |name, split|
+        render_split_table(name, split, data[:weights][:files]) + render_canary(data[:canary]&.[](name))
+      end
       <<~HTML
         <section id="split"><h2>Canary split: configured weights and who answered</h2>
         <p>#{render_weights_source(data[:weights])}</p>
@@ -104,6 +106,15 @@ module Frontend
         #{rows.join("\n")}</table>
         <p>Sample size: the last #{h(split[:samples])} answers (window #{h(split[:window])}).</p>
       HTML
+    end
+
+    # The canary's live step and the verdict that put it there (nothing when there is no canary).
+    def render_canary(status)
+      return '' if status.nil?
+
+      css = { 'promote' => 'ok', 'roll back' => 'down', 'wait' => 'warn' }.fetch(status[:verdict], 'muted')
+      reason = status[:reason] ? " (#{h(status[:reason])})" : ''
+      %(<p class="canary">Canary step #{h(status[:step])}; last verdict: <span class="#{css}">#{h(status[:verdict])}</span>#{reason}</p>\n)
     end
 
     def render_backend(name, result)

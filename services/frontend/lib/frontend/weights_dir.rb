@@ -41,9 +41,12 @@ module Frontend
     attr_reader :dir
 
     # clock: the current time, compared with mtimes (tests move it forward).
-    def initialize(dir, clock: -> { Time.now })
+    # parser: text -> the file's value, raising ArgumentError for another shape (nil: weights,
+    # WeightsDir.parse; the canary's status files use CanaryStatus.parse).
+    def initialize(dir, clock: -> { Time.now }, parser: nil)
       @dir = dir
       @clock = clock
+      @parser = parser
       @lock = Mutex.new
       @dir_key = nil
       @names = []
@@ -141,7 +144,7 @@ module Frontend
       text = File.read(path, MAX_BYTES + 1).to_s
       return [invalid("larger than #{MAX_BYTES} bytes"), false] if text.bytesize > MAX_BYTES
 
-      [Entry.new(nil, 'ok', WeightsDir.parse(text), nil), true]
+      [Entry.new(nil, 'ok', @parser ? @parser.call(text) : WeightsDir.parse(text), nil), true]
     rescue ArgumentError => e
       [invalid(e.message), true]
     rescue SystemCallError => e
@@ -179,6 +182,35 @@ module Frontend
       @dir_key = nil
       @names = []
       @entries = {}
+    end
+  end
+
+  # The canary's live step and the verdict that put it there, one file per virtual service in the
+  # weights directory's `canary/` folder: `<virtual service>.json` = {"step": "2 of 3 (1:1)",
+  # "verdict": "promote", "reason": "every check passed"}. In the cluster it comes from the routing
+  # manifest's ConfigMap (the pipeline deploys one per step, and one per roll back); locally
+  # `python -m canary --record` writes it.
+  module CanaryStatus
+    VERDICTS = ['deployed', 'promote', 'wait', 'roll back'].freeze
+
+    module_function
+
+    def parse(text)
+      data = JSON.parse(text)
+      raise ArgumentError, 'expected an object with "step" and "verdict"' unless data.is_a?(Hash)
+
+      step, verdict, reason = data.values_at('step', 'verdict', 'reason')
+      raise ArgumentError, "step must be text, got #{step.inspect}" unless step.is_a?(String) && !step.empty?
+      raise ArgumentError, "verdict must be one of #{VERDICTS.join(', ')}, got #{verdict.inspect}" unless VERDICTS.include?(verdict)
+
+      { step: step.freeze, verdict: verdict.freeze, reason: reason.is_a?(String) ? reason.freeze : nil }.freeze
+    rescue JSON::ParserError => e
+      raise ArgumentError, "not JSON: #{e.message.lines.first.to_s.strip[0, 120]}"
+    end
+
+    # The statuses under `dir`/canary, read the way the weights are (stat-cached).
+    def directory(weights_dir, clock: -> { Time.now })
+      WeightsDir.new(File.join(weights_dir, 'canary'), clock: clock, parser: method(:parse))
     end
   end
 end

@@ -1,0 +1,152 @@
+"""Canary steps of a virtual service: how its weights move from the baseline to the candidate, and
+the limits each step is judged by (python -m canary; README "Metric-gated canary").
+
+    virtual_services:
+      nodejs:
+        routes: [{targets: {nodejs: 2, nodejsv2: 1}}]
+        canary:
+          candidate: nodejsv2            # the new version; the route's other target is the baseline
+          steps: 2:1 -> 1:1 -> 0:1       # baseline:candidate weights; the route's weights are one of them
+          min_requests: 200              # per version and window, before anything is judged
+          window_seconds: 300
+          success_rate_min_percent: 99   # the candidate's, absolute
+          success_rate_max_drop_percent: 0.5   # below the baseline's
+          p99_latency_max_ratio: 1.5     # the candidate's p99 against the baseline's
+          p99_latency_tolerance_ms: 10   # and at least this much slower, to count
+          max_waits: 6                   # windows a step may wait for enough requests
+
+Validated here like every other setting; each refusal names the key, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .errors import ConfigError
+from .validate import as_list, as_mapping, check_int, reject_unknown
+
+# A weight as a route takes it (App Mesh: 0..100 per target).
+MAX_WEIGHT = 100
+_STEP = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+_KEYS = {
+    "candidate",
+    "steps",
+    "min_requests",
+    "window_seconds",
+    "success_rate_min_percent",
+    "success_rate_max_drop_percent",
+    "p99_latency_max_ratio",
+    "p99_latency_tolerance_ms",
+    "max_waits",
+}
+
+
+@dataclass(frozen=True)
+class Canary:
+    baseline: str
+    candidate: str
+    # (baseline weight, candidate weight) per step, the candidate's share rising.
+    steps: tuple[tuple[int, int], ...]
+    min_requests: int = 200
+    window_seconds: int = 300
+    success_rate_min: float = 0.99
+    success_rate_max_drop: float = 0.005
+    p99_latency_max_ratio: float = 1.5
+    p99_latency_tolerance_ms: int = 10
+    max_waits: int = 6
+
+    def step_of(self, targets: tuple[tuple[str, int], ...]) -> int:
+        """The index of the step these route targets are at."""
+        weights = dict(targets)
+        return self.steps.index((weights[self.baseline], weights[self.candidate]))
+
+    def targets(self, step: int) -> tuple[tuple[str, int], ...]:
+        baseline, candidate = self.steps[step]
+        return ((self.baseline, baseline), (self.candidate, candidate))
+
+    @property
+    def rolled_back(self) -> tuple[tuple[str, int], ...]:
+        """Every request to the baseline: where a roll back from the first step goes."""
+        return ((self.baseline, 1), (self.candidate, 0))
+
+
+def _number(key: str, value: Any, low: Decimal, high: Decimal) -> float:
+    # YAML floats arrive as the text the user wrote (config/settings.py keeps "1.30" as written).
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(key, value, f"must be a number from {low} to {high}")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ConfigError(key, value, f"must be a number from {low} to {high}") from None
+    if not number.is_finite() or not low <= number <= high:
+        raise ConfigError(key, value, f"must be a number from {low} to {high}")
+    return float(number)
+
+
+def parse_steps(key: str, value: Any) -> tuple[tuple[int, int], ...]:
+    """`2:1 -> 1:1 -> 0:1`, or a list of `baseline:candidate` strings."""
+    parts = [part for part in value.split("->")] if isinstance(value, str) and "->" in value else as_list(key, value)
+    steps = []
+    for part in parts:
+        match = _STEP.match(str(part))
+        if not match:
+            raise ConfigError(key, value, "write the steps as baseline:candidate weights, e.g. 2:1 -> 1:1 -> 0:1")
+        baseline, candidate = (check_int(key, int(group), 0, MAX_WEIGHT) for group in match.groups())
+        if baseline == candidate == 0:
+            raise ConfigError(key, value, f"step {part.strip()} sends traffic nowhere; give the baseline or the candidate a weight")
+        steps.append((baseline, candidate))
+    if len(steps) < 2:
+        raise ConfigError(key, value, "list at least two steps, e.g. 2:1 -> 1:1 -> 0:1")
+    shares = [Decimal(candidate) / (baseline + candidate) for baseline, candidate in steps]
+    for before, after, step in zip(shares, shares[1:], steps[1:], strict=False):
+        if after <= before:
+            raise ConfigError(
+                key, value, f"each step must give the candidate a larger share than the one before; {step[0]}:{step[1]} does not"
+            )
+    return tuple(steps)
+
+
+def parse_canary(key: str, raw: Any, targets: tuple[tuple[str, int], ...], routes: int) -> Canary:
+    """`targets`: the virtual service's one route's weighted targets (routes: how many it has)."""
+    raw = as_mapping(key, raw)
+    reject_unknown(key, raw, _KEYS)
+    if routes != 1 or len(targets) != 2:
+        raise ConfigError(
+            key,
+            f"{routes} route(s), {len(targets)} target(s)",
+            "a canary needs a virtual service with one route and two targets (the baseline and the candidate)",
+        )
+    names = [name for name, _ in targets]
+    candidate = raw.get("candidate")
+    if candidate not in names:
+        raise ConfigError(f"{key}.candidate", candidate, f"must be one of the route's targets: {', '.join(names)}")
+    (baseline,) = [name for name in names if name != candidate]
+    steps = parse_steps(f"{key}.steps", raw.get("steps"))
+    percent = (Decimal(0), Decimal(100))
+    canary = Canary(
+        baseline=baseline,
+        candidate=candidate,
+        steps=steps,
+        min_requests=check_int(f"{key}.min_requests", raw.get("min_requests", 200), 1, 1_000_000),
+        window_seconds=check_int(f"{key}.window_seconds", raw.get("window_seconds", 300), 30, 3600),
+        success_rate_min=_number(f"{key}.success_rate_min_percent", raw.get("success_rate_min_percent", 99), *percent) / 100,
+        success_rate_max_drop=_number(f"{key}.success_rate_max_drop_percent", raw.get("success_rate_max_drop_percent", "0.5"), *percent)
+        / 100,
+        p99_latency_max_ratio=_number(f"{key}.p99_latency_max_ratio", raw.get("p99_latency_max_ratio", "1.5"), Decimal(1), Decimal(100)),
+        p99_latency_tolerance_ms=check_int(f"{key}.p99_latency_tolerance_ms", raw.get("p99_latency_tolerance_ms", 10), 0, 60_000),
+        max_waits=check_int(f"{key}.max_waits", raw.get("max_waits", 6), 0, 100),
+    )
+    weights = dict(targets)
+    current = (weights[baseline], weights[candidate])
+    if current not in steps:
+        listed = " -> ".join(f"{a}:{b}" for a, b in steps)
+        raise ConfigError(
+            f"{key}.steps",
+            listed,
+            f"the route's weights {baseline}:{current[0]}, {candidate}:{current[1]} are not one of the steps; "
+            f"set the route's weights to a step (usually the first), or add {current[0]}:{current[1]} to the steps",
+        )
+    return canary
