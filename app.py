@@ -37,8 +37,10 @@ def main() -> int:
     import aws_cdk as cdk
 
     from backends import configure
+    from backends.render import canary_spec_for
     from config import ConfigError, merge_layers
     from config.settings import changed_settings
+    from mesh.canary import SPEC_FILE
     from mesh.summary import SUMMARY_FILE, summarize_config, write_summary
     from stacks.entry import build_app
 
@@ -54,6 +56,11 @@ def main() -> int:
     app.synth()
     # The mesh as synthesized: `make diff` (meshdiff) compares the next config against it.
     write_summary(Path(app.outdir) / SUMMARY_FILE, summarize_config(config))
+    # What `python -m canary --spec` judges, with this backend's metric labels (README, canary).
+    spec = canary_spec_for(config)
+    if spec is not None:
+        path = Path(app.outdir) / SPEC_FILE.format(virtual_service=spec["virtual_service"])
+        path.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
     return 0
 
 

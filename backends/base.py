@@ -76,6 +76,17 @@ class Platform:
     deleted before): the application namespace and anything its pods need at admission."""
 
     ready: list[IConstruct]
+    # Where the mesh's request metrics can be queried (None: nowhere the app deploys).
+    metrics: MetricsWorkspace | None = None
+
+
+@dataclass(frozen=True)
+class MetricsWorkspace:
+    """A Prometheus-compatible workspace the mesh's metrics land in: its ARN (for IAM) and its
+    Prometheus endpoint (for PromQL)."""
+
+    arn: str
+    prometheus_url: str
 
 
 @dataclass
@@ -159,6 +170,12 @@ class MeshBackend(ABC):
         self, gateway: Gateway, topology: Topology, names: MeshNames, *, role_arn: str | None, kplus: Any
     ) -> list[Manifest]:
         """Every Kubernetes object of the gateway that the app renders itself (pure)."""
+
+    def canary_prometheus(self, names: MeshNames, topology: Topology, virtual_service: VirtualService) -> dict[str, Any] | None:
+        """How the backend's Prometheus metrics tell a canary's two versions apart (the `prometheus`
+        section of the canary spec: label, values per version, further matchers), or None when its
+        metrics are not in Prometheus (the capability table then says `cannot`)."""
+        return None
 
     def chart_pods(self, topology: Topology, names: MeshNames) -> dict[str, Manifest]:
         """Pod templates a pinned Helm chart renders in the application namespace (modelled from

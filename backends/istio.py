@@ -25,7 +25,7 @@ from mesh.names import Manifest, MeshNames, mesh_names, pod_security_labels
 from mesh.parity import callers
 from mesh.parts import Injection, ServiceParts
 
-from .base import DiscoveryNeeds, GatewayInstall, MeshBackend, Platform, PlatformContext
+from .base import DiscoveryNeeds, GatewayInstall, MeshBackend, MetricsWorkspace, Platform, PlatformContext
 
 PROXY_IMAGE = f"{HUB}/proxyv2:{VERSION}"
 ISTIO_UID = 1337
@@ -136,10 +136,23 @@ class IstioBackend(MeshBackend):
             add_objects(chart, "mesh", objects)
             ready.append(attach_chart(imported_cluster(scope, cluster), "MeshPolicies", chart, after=[namespace]))
         # Request rate, 5xx rate and latency per destination and version, for judging a canary.
-        ManagedPrometheus(
+        prometheus = ManagedPrometheus(
             scope, "Metrics", cluster=cluster, vpc=context.vpc, alias=f"{config.cluster.name}-mesh", namespace=names.namespace
         )
-        return Platform(ready=ready)
+        workspace = MetricsWorkspace(arn=prometheus.workspace.attr_arn, prometheus_url=prometheus.workspace.attr_prometheus_endpoint)
+        return Platform(ready=ready, metrics=workspace)
+
+    def canary_prometheus(self, names: MeshNames, topology: Topology, virtual_service: VirtualService) -> dict[str, Any] | None:
+        """Istio's standard metrics as the destination's sidecar reports them, by the Deployment
+        that answered (destination_workload: the pod's own, where a destination's service name
+        depends on the Host header the client sent)."""
+        canary = virtual_service.canary
+        assert canary is not None
+        return {
+            "label": "destination_workload",
+            "values": {version: topology.service(version).virtual_node for version in (canary.baseline, canary.candidate)},
+            "matchers": f'reporter="destination",destination_workload_namespace="{names.namespace}"',
+        }
 
     def check_cluster(self, config: AppConfig) -> None:
         if config.cluster.endpoint_access == "public":

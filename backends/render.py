@@ -13,6 +13,7 @@ from backends import backend_for
 from backends.base import MeshBackend
 from charts.workloads import routing_chart, service_chart
 from config.settings import AppConfig
+from mesh.canary import canary_spec, canary_virtual_service
 from mesh.names import Manifest, mesh_names
 
 # Stand-ins for the CloudFormation tokens a synthesized manifest carries.
@@ -36,7 +37,8 @@ def render(config: AppConfig, backend: MeshBackend | None = None) -> dict[str, l
         chart = service_chart(service, topology, names, image=IMAGE, role_arn=role(service), kplus=kplus, parts=parts)
         rendered[f"service-{service.name}"] = list(chart.to_json())
     for vs in topology.virtual_services:
-        rendered[f"routing-{vs.name}"] = list(routing_chart(vs, names, backend.routing_objects(vs, topology, names)).to_json())
+        chart = routing_chart(vs, names, backend.routing_objects(vs, topology, names), config.mesh.canary_verdict)
+        rendered[f"routing-{vs.name}"] = list(chart.to_json())
     if topology.gateway:
         rendered["gateway"] = backend.gateway_objects(topology.gateway, topology, names, role_arn=role(topology.gateway), kplus=kplus)
     return rendered
@@ -44,3 +46,13 @@ def render(config: AppConfig, backend: MeshBackend | None = None) -> dict[str, l
 
 def all_objects(rendered: dict[str, list[Manifest]]) -> list[Manifest]:
     return [obj for objects in rendered.values() for obj in objects]
+
+
+def canary_spec_for(config: AppConfig) -> dict[str, Any] | None:
+    """The topology's canary as `python -m canary` reads it, with the backend's Prometheus labels
+    (synth writes it to cdk.out/canary-<virtual service>.json); None without a canary."""
+    virtual_service = canary_virtual_service(config.mesh.topology.virtual_services)
+    if virtual_service is None:
+        return None
+    prometheus = backend_for(config).canary_prometheus(mesh_names(config), config.mesh.topology, virtual_service)
+    return canary_spec(virtual_service, prometheus=prometheus)

@@ -7,8 +7,10 @@ roll back, with the figures behind it.
     python -m canary --spec nodejs.json --envoy-stats before.txt after.txt      # two saved snapshots
 
 Exit status: 0 promote, 3 wait (not enough requests yet), 4 roll back; 2 a wrong argument or spec,
-1 the metrics could not be read. `--json` prints the judgement as JSON instead of the report;
-`--record DIR` also writes it to DIR/canary/<virtual service>.json, where the frontend shows it.
+1 the metrics could not be read. `--max-waits N` judges again, a window later, up to N times while
+the verdict is wait. `--json` prints the judgement as JSON instead of the report; `--write-json
+FILE` writes it beside the report; `--record DIR` writes it to DIR/canary/<virtual service>.json,
+where the frontend shows it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .judge import judge, report
+from .judge import Verdict, judge, report
 from .sources import EnvoySource, PrometheusSource, SourceError, observed_between
 from .spec import CanarySpec, SpecError, load_spec
 
@@ -36,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     signing.add_argument("--no-sign", action="store_true", help="send the Prometheus queries unsigned")
     parser.add_argument("--window", type=int, metavar="SECONDS", help="the window to judge (default: the spec's window_seconds)")
     parser.add_argument("--step", type=int, metavar="N", help="which step of the spec is live (1-based), for the report")
+    parser.add_argument(
+        "--max-waits", type=int, default=0, metavar="N", help="while the verdict is wait, judge again a window later, up to N times"
+    )
     parser.add_argument("--json", action="store_true", help="print the judgement as JSON")
+    parser.add_argument("--write-json", type=Path, metavar="FILE", help="also write the judgement as JSON to FILE")
     parser.add_argument("--record", type=Path, metavar="DIR", help="also write the judgement to DIR/canary/<virtual service>.json")
     return parser
 
@@ -64,7 +72,7 @@ def _observe(args: argparse.Namespace, spec: CanarySpec, window: int) -> Any:
     return EnvoySource(tuple(args.envoy_admin), spec.envoy_clusters).observe(versions, window)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = load_spec(args.spec)
@@ -73,17 +81,28 @@ def main(argv: list[str] | None = None) -> int:
         window = args.window if args.window is not None else spec.window_seconds
         if window < 1:
             raise SpecError(f"--window {window}: must be at least 1 second")
-        observed = _observe(args, spec, window)
+        if not 0 <= args.max_waits <= 100 or (args.max_waits and args.envoy_stats):
+            raise SpecError(f"--max-waits {args.max_waits}: 0 to 100, and only with a live source (not --envoy-stats)")
+        waits = 0
+        while True:
+            judgement = judge(spec.baseline, spec.candidate, _observe(args, spec, window), spec.thresholds, window)
+            if judgement.verdict is not Verdict.WAIT or waits == args.max_waits:
+                break
+            waits += 1
+            print(f"canary: wait {waits} of {args.max_waits}: {judgement.reason}; judging again in {window} s", flush=True)
+            if not args.envoy_admin:  # the Envoy source waits a window itself; a query's window trails
+                sleep(window)
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2
     except (SourceError, OSError) as error:
         print(f"canary: {error}", file=sys.stderr)
         return 1
-    judgement = judge(spec.baseline, spec.candidate, observed, spec.thresholds, window)
     step = spec.step_label(args.step - 1) if args.step else ""
     data = {"virtual_service": spec.virtual_service, "step": step, **judgement.as_dict()}
     print(json.dumps(data, indent=2, sort_keys=True) if args.json else report(judgement, step))
+    if args.write_json:
+        args.write_json.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     if args.record:
         target = args.record / "canary" / f"{spec.virtual_service}.json"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import cdk8s
 from constructs import Construct
 
 from config.topology import Gateway, Service, Topology, VirtualService, backend_env_name
+from mesh.canary import canary_status
 from mesh.names import Manifest, MeshNames
 from mesh.parts import ServiceParts
 
@@ -33,6 +34,8 @@ APP_UID = 10001
 # `{"<target service>": weight}`), from the routing manifests' ConfigMaps.
 WEIGHTS_DIR = "/etc/mesh/weights"
 WEIGHTS_KEY = "weights.json"
+# The canary's live step and the verdict that put it there (mesh/canary.py), beside the weights.
+CANARY_KEY = "canary.json"
 
 # checkov findings that do not apply here, with the reason, as annotations on the object itself.
 IMMUTABLE_ASSET_TAG = (
@@ -237,7 +240,7 @@ def service_chart(
     deployment.select(kplus.LabelSelector.of(labels=labels))
     deployment.node.add_dependency(*ahead)
     if service.backends:
-        _mount_weights(deployment, service.backends)
+        _mount_weights(deployment, service.backends, canaries={vs.name for vs in topology.virtual_services if vs.canary})
     _drain(deployment, parts)
     _harden(chart, deployment, labels, service.replicas, name=service.virtual_node)
     service_type = {
@@ -275,15 +278,19 @@ def _drain(deployment: Any, parts: ServiceParts) -> None:
         api.add_json_patch(cdk8s.JsonPatch.add("/spec/template/spec/terminationGracePeriodSeconds", parts.termination_grace_seconds))
 
 
-def _mount_weights(deployment: Any, backends: Sequence[str]) -> None:
-    """The configured weights of each backend, one file per virtual service; each ConfigMap is
-    optional, because the routing stack that holds it is deployed after the services."""
+def _mount_weights(deployment: Any, backends: Sequence[str], canaries: set[str]) -> None:
+    """The configured weights of each backend, one file per virtual service, and a canary's status
+    in canary/<virtual service>.json; each ConfigMap is optional, because the routing stack that
+    holds it is deployed after the services."""
     sources = [
         {
             "configMap": {
                 "name": weights_config_map_name(backend),
                 "optional": True,
-                "items": [{"key": WEIGHTS_KEY, "path": f"{backend}.json"}],
+                "items": [
+                    {"key": WEIGHTS_KEY, "path": f"{backend}.json"},
+                    *([{"key": CANARY_KEY, "path": f"canary/{backend}.json"}] if backend in canaries else []),
+                ],
             }
         }
         for backend in backends
@@ -297,20 +304,27 @@ def _mount_weights(deployment: Any, backends: Sequence[str]) -> None:
     )
 
 
-def weights_config_map(virtual_service: VirtualService, namespace: str) -> Manifest:
-    """What the frontend shows next to the split it observes: the configured weights."""
+def weights_config_map(virtual_service: VirtualService, namespace: str, canary_verdict: tuple[str, str]) -> Manifest:
+    """What the frontend shows next to the split it observes: the configured weights, and with a
+    canary its step and the verdict that put it there."""
+    data = {WEIGHTS_KEY: json.dumps({target: weight for route in virtual_service.routes for target, weight in route.targets})}
+    if virtual_service.canary:
+        verdict, reason = canary_verdict
+        data[CANARY_KEY] = json.dumps(canary_status(virtual_service, verdict=verdict, reason=reason), sort_keys=True)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": weights_config_map_name(virtual_service.name), "namespace": namespace},
-        "data": {WEIGHTS_KEY: json.dumps({target: weight for route in virtual_service.routes for target, weight in route.targets})},
+        "data": data,
     }
 
 
-def routing_chart(virtual_service: VirtualService, names: MeshNames, objects: Sequence[Manifest]) -> cdk8s.Chart:
+def routing_chart(
+    virtual_service: VirtualService, names: MeshNames, objects: Sequence[Manifest], canary_verdict: tuple[str, str]
+) -> cdk8s.Chart:
     """One virtual service's routing objects (the backend's) and its weights ConfigMap."""
     chart = new_chart(f"routing-{virtual_service.name}", names.namespace)
-    add_objects(chart, "route", [*objects, weights_config_map(virtual_service, names.namespace)])
+    add_objects(chart, "route", [*objects, weights_config_map(virtual_service, names.namespace, canary_verdict)])
     return chart
 
 

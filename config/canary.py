@@ -58,9 +58,12 @@ class Canary:
     p99_latency_tolerance_ms: int = 10
     max_waits: int = 6
 
-    def step_of(self, targets: tuple[tuple[str, int], ...]) -> int:
-        """The index of the step these route targets are at."""
+    def step_of(self, targets: tuple[tuple[str, int], ...]) -> int | None:
+        """The index of the step these route targets are at; None: rolled back (the candidate
+        gets nothing)."""
         weights = dict(targets)
+        if weights[self.candidate] == 0:
+            return None
         return self.steps.index((weights[self.baseline], weights[self.candidate]))
 
     def targets(self, step: int) -> tuple[tuple[str, int], ...]:
@@ -69,7 +72,8 @@ class Canary:
 
     @property
     def rolled_back(self) -> tuple[tuple[str, int], ...]:
-        """Every request to the baseline: where a roll back from the first step goes."""
+        """Every request to the baseline: where a roll back from the first step goes (any
+        weights that give the candidate 0 are this)."""
         return ((self.baseline, 1), (self.candidate, 0))
 
 
@@ -141,12 +145,14 @@ def parse_canary(key: str, raw: Any, targets: tuple[tuple[str, int], ...], route
     )
     weights = dict(targets)
     current = (weights[baseline], weights[candidate])
-    if current not in steps:
+    # Candidate 0: rolled back, every request to the baseline (a roll back from the first step).
+    if current not in steps and current[1] != 0:
         listed = " -> ".join(f"{a}:{b}" for a, b in steps)
         raise ConfigError(
             f"{key}.steps",
             listed,
             f"the route's weights {baseline}:{current[0]}, {candidate}:{current[1]} are not one of the steps; "
-            f"set the route's weights to a step (usually the first), or add {current[0]}:{current[1]} to the steps",
+            f"set the route's weights to a step (usually the first) or give {candidate} 0 (rolled back), "
+            f"or add {current[0]}:{current[1]} to the steps",
         )
     return canary

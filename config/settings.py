@@ -81,6 +81,9 @@ class MeshConfig:
     services_per_stack: int
     # Which service mesh renders the topology (backends/): see MESH_BACKENDS.
     backend: str = "appmesh"
+    # How the canary got to the weights it has (verdict, reason), which the frontend shows
+    # (`canary_verdict`; the pipeline's canary steps set it when they promote or roll back).
+    canary_verdict: tuple[str, str] = ("deployed", "deployed with these weights")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ class PipelineConfig:
     stages: tuple[str, ...]
     approval_stages: tuple[str, ...]
     protected_stages: tuple[str, ...]
+    # Stages that shift the topology's canary step by step after their deploy, each step judged
+    # by its metrics (README "Metric-gated canary"); empty without a canary.
+    canary_stages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ KNOWN_KEYS = {
     "pipeline_stages",
     "pipeline_approval_stages",
     "pipeline_protected_stages",
+    "pipeline_canary_stages",
+    "canary_verdict",
 }
 # `-c weights.<virtual service>=svc:w,svc:w` shifts a canary without editing the topology.
 WEIGHTS_PREFIX = "weights."
@@ -301,6 +309,7 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: d
         topology=topology,
         services_per_stack=check_int("services_per_stack", values.get("services_per_stack", 40), 1, 80),
         backend=backend,
+        canary_verdict=_canary_verdict(values.get("canary_verdict"), has_canary=any(vs.canary for vs in topology.virtual_services)),
     )
     config = AppConfig(
         account,
@@ -311,7 +320,7 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: d
         discovery,
         mesh,
         termination_protection=check_bool("termination_protection", values.get("termination_protection", False)),
-        pipeline=_pipeline(values),
+        pipeline=_pipeline(values, has_canary=any(vs.canary for vs in topology.virtual_services)),
         acknowledged_warnings=_warning_ids(values.get("acknowledge_warnings")),
         today=today,
     )
@@ -325,10 +334,10 @@ _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 
-def _pipeline(values: Mapping[str, Any]) -> PipelineConfig | None:
+def _pipeline(values: Mapping[str, Any], *, has_canary: bool) -> PipelineConfig | None:
     arn = values.get("pipeline_connection_arn") or None
     if arn is None:
-        for key in ("pipeline_repository", "pipeline_stages"):
+        for key in ("pipeline_repository", "pipeline_stages", "pipeline_canary_stages"):
             if values.get(key):
                 raise ConfigError(
                     key,
@@ -363,7 +372,20 @@ def _pipeline(values: Mapping[str, Any]) -> PipelineConfig | None:
             if stage not in stages:
                 raise ConfigError(key, stage, f"is not one of pipeline_stages ({', '.join(stages)})")
         subsets[key] = chosen
-    return PipelineConfig(arn, repository, branch, stages, subsets["pipeline_approval_stages"], subsets["pipeline_protected_stages"])
+    # A canary shifts in the last stage by default (production, after its approval).
+    canary = tuple(
+        str(s) for s in as_list("pipeline_canary_stages", values.get("pipeline_canary_stages", stages[-1:] if has_canary else []))
+    )
+    for stage in canary:
+        if stage not in stages:
+            raise ConfigError("pipeline_canary_stages", stage, f"is not one of pipeline_stages ({', '.join(stages)})")
+    if canary and not has_canary:
+        raise ConfigError(
+            "pipeline_canary_stages", list(canary), "has no effect: no virtual service declares canary steps (topology...canary)"
+        )
+    return PipelineConfig(
+        arn, repository, branch, stages, subsets["pipeline_approval_stages"], subsets["pipeline_protected_stages"], canary
+    )
 
 
 def _topology_with_weights(values: Mapping[str, Any]) -> Topology:
@@ -384,6 +406,27 @@ def _topology_with_weights(values: Mapping[str, Any]) -> Topology:
             raise ConfigError(key, value, f"virtual service {name!r} has {count} routes; set their weights in the topology instead")
         routes[0]["targets"] = dict(parse_weights(key, value))
     return parse_topology(raw)
+
+
+CANARY_VERDICTS = ("deployed", "promote", "roll back")
+
+
+def _canary_verdict(value: Any, *, has_canary: bool) -> tuple[str, str]:
+    """`promote: step 1 (2:1) was promoted by its analysis` -> ("promote", "step 1 ..."): what the
+    frontend shows next to the canary's weights."""
+    if value is None:
+        return ("deployed", "deployed with these weights")
+    if not has_canary:
+        raise ConfigError("canary_verdict", value, "has no effect: no virtual service declares canary steps (topology...canary)")
+    verdict, _, reason = str(value).partition(":")
+    verdict, reason = verdict.strip(), reason.strip() or "set with canary_verdict"
+    if verdict not in CANARY_VERDICTS or len(reason) > 200 or not reason.isprintable():
+        raise ConfigError(
+            "canary_verdict",
+            value,
+            f"write '<verdict>: <reason>' with a verdict of {', '.join(CANARY_VERDICTS)} and up to 200 characters of reason",
+        )
+    return (verdict, reason)
 
 
 _WARNING_ID = re.compile(r"^appmesh-eks:[a-z0-9-]+$")

@@ -68,3 +68,11 @@ def step_status(virtual_service: VirtualService, *, step: int | None, verdict: s
         baseline, candidate = canary.steps[step]
         label = f"{step + 1} of {len(canary.steps)} ({baseline}:{candidate})"
     return {"virtual_service": virtual_service.name, "step": label, "verdict": verdict, "reason": reason}
+
+
+def canary_status(virtual_service: VirtualService, *, verdict: str, reason: str) -> dict[str, Any]:
+    """The status of the step the virtual service's one route is at (its weights say which)."""
+    canary = virtual_service.canary
+    assert canary is not None
+    step = canary.step_of(virtual_service.routes[0].targets)
+    return step_status(virtual_service, step=step, verdict=verdict, reason=reason)

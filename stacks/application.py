@@ -123,6 +123,7 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
         backend=backend,
         after=platform.ready,
         service_manifests=[manifest for stack in service_stacks for manifest in stack.manifests.values()],
+        metrics=platform.metrics,
         env=env,
         description=f"{title}: routes, workshop names, ingress gateway",
     )

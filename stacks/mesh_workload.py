@@ -7,12 +7,14 @@ from aws_cdk import Annotations, CfnOutput, Duration, Stack
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
-from backends.base import MeshBackend, PlatformContext
+from backends.base import MeshBackend, MetricsWorkspace, PlatformContext
 from charts.workloads import routing_chart, service_chart
+from components.canary_analysis import CanaryAnalysis
 from components.mesh_workload import WorkloadRole, attach_chart, imported_cluster, service_image
 from components.smoke_test import SmokeTest
 from config.settings import AppConfig
 from config.topology import Service
+from mesh.canary import canary_spec, canary_virtual_service
 from mesh.names import mesh_names
 
 
@@ -87,6 +89,7 @@ class MeshRoutingStack(Stack):
         backend: MeshBackend,
         after: list[IConstruct],
         service_manifests: Sequence[eks.KubernetesManifest],
+        metrics: MetricsWorkspace | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
@@ -98,7 +101,10 @@ class MeshRoutingStack(Stack):
         # One manifest each: a canary step, or a new virtual service, changes exactly one.
         self.routing = {
             vs.name: attach_chart(
-                local_cluster, f"Routing-{vs.name}", routing_chart(vs, names, backend.routing_objects(vs, topology, names)), after=after
+                local_cluster,
+                f"Routing-{vs.name}",
+                routing_chart(vs, names, backend.routing_objects(vs, topology, names), mesh.canary_verdict),
+                after=after,
             )
             for vs in topology.virtual_services
         }
@@ -143,6 +149,34 @@ class MeshRoutingStack(Stack):
             value=self.smoke_test.project.project_name,
             description="start-build it to smoke-test",
         )
+        self.canary_analysis_project: CfnOutput | None = None
+        self.canary_analysis = self._canary_analysis(context, backend, metrics)
+
+    def _canary_analysis(self, context: PlatformContext, backend: MeshBackend, metrics: MetricsWorkspace | None) -> CanaryAnalysis | None:
+        """The in-VPC judge of the topology's canary, where the backend's metrics can be queried
+        (the capability check has refused a canary on any other backend)."""
+        config = context.config
+        virtual_service = canary_virtual_service(config.mesh.topology.virtual_services)
+        if virtual_service is None or virtual_service.canary is None or metrics is None:
+            return None
+        prometheus = backend.canary_prometheus(mesh_names(config), config.mesh.topology, virtual_service)
+        if prometheus is None:
+            return None
+        analysis = CanaryAnalysis(
+            self,
+            "CanaryAnalysis",
+            vpc=context.vpc,
+            spec=canary_spec(virtual_service, prometheus=prometheus),
+            workspace_arn=metrics.arn,
+            prometheus_url=metrics.prometheus_url,
+            window_seconds=virtual_service.canary.window_seconds,
+            max_waits=virtual_service.canary.max_waits,
+            log_retention_days=config.cluster.log_retention_days,
+        )
+        self.canary_analysis_project = CfnOutput(
+            self, "CanaryAnalysisProject", value=analysis.project.project_name, description="start-build it (STEP=n) to judge canary step n"
+        )
+        return analysis
 
     def _load_balancer_url(self, cluster: eks.ICluster, id: str, name: str, namespace: str, *after: IConstruct) -> str:
         value = eks.KubernetesObjectValue(

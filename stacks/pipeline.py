@@ -19,8 +19,11 @@ from constructs import Construct
 
 from components.nag import acknowledge, codebuild_project_findings, rendered, wildcard_resource
 from config.settings import AppConfig, PipelineConfig
+from config.topology import VirtualService
+from mesh.canary import canary_virtual_service
 
 from .application import Application, build_application
+from .canary_steps import CanaryPlan
 
 SYNTH_IMAGE = "public.ecr.aws/docker/library/python:3.11.7-bookworm"
 # Start the in-VPC smoke-test project of the stage just deployed and fail unless it succeeds.
@@ -32,6 +35,14 @@ _RUN_SMOKE_TEST = [
     'case "$STATUS" in SUCCEEDED) exit 0;; IN_PROGRESS) sleep 15;; *) echo "smoke test: $STATUS"; exit 1;; esac; '
     "done",
 ]
+
+
+def synth_environment() -> codebuild.BuildEnvironment:
+    """The Debian release and Python the project is developed and tested on: `make test` installs
+    Ruby and Crystal from Debian's packages, and a canary step synthesizes as the synth step does."""
+    return codebuild.BuildEnvironment(
+        build_image=codebuild.LinuxBuildImage.from_docker_registry(SYNTH_IMAGE), compute_type=codebuild.ComputeType.LARGE
+    )
 
 
 def stage_config(config: AppConfig, stage: str, protected: bool) -> AppConfig:
@@ -74,43 +85,102 @@ class PipelineStack(Stack):
             self,
             "Pipeline",
             synth=synth,
-            synth_code_build_defaults=pipelines.CodeBuildOptions(
-                # The Debian release and Python the project is developed and tested on: `make
-                # test` installs Ruby and Crystal from Debian's packages.
-                build_environment=codebuild.BuildEnvironment(
-                    build_image=codebuild.LinuxBuildImage.from_docker_registry(SYNTH_IMAGE), compute_type=codebuild.ComputeType.LARGE
-                )
-            ),
+            synth_code_build_defaults=pipelines.CodeBuildOptions(build_environment=synth_environment()),
             enable_key_rotation=True,
             cross_account_keys=True,
         )
         env = Environment(account=config.account, region=config.region)
         self.stages: dict[str, AppMeshStage] = {}
+        self._canary_log_groups: list[str] = []
         for name in pipeline.stages:
             stage = AppMeshStage(self, name.capitalize(), config=stage_config(config, name, name in pipeline.protected_stages), env=env)
             self.stages[name] = stage
             pre: list[pipelines.Step] = []
             if name in pipeline.approval_stages:
                 pre.append(pipelines.ManualApprovalStep(f"Approve-{name}", comment=f"Promote to {name}?"))
-            smoke = pipelines.CodeBuildStep(
-                f"SmokeTest-{name}",
-                commands=_RUN_SMOKE_TEST,
-                env_from_cfn_outputs={"SMOKE_TEST_PROJECT": stage.application.routing.smoke_test_project},
-                role_policy_statements=[
-                    iam.PolicyStatement(
-                        actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
-                        # The stage's project by its fixed name (a token from the stage cannot cross into the pipeline stack).
-                        resources=[
-                            self.format_arn(
-                                service="codebuild", resource="project", resource_name=f"{stage.application.routing.stack_name}-smoke-test"
-                            )
-                        ],
-                    )
-                ],
-            )
-            self.pipeline.add_stage(stage, pre=pre, post=[smoke])
+            post: list[pipelines.Step] = [self._smoke_test(name, stage)]
+            canary = canary_virtual_service(config.mesh.topology.virtual_services) if name in pipeline.canary_stages else None
+            later: list[tuple[str, list[pipelines.Step]]] = []
+            if canary is not None:
+                analysis, later = self._canary_steps(stage, name, canary, source, cdk_args)
+                if analysis is not None:
+                    analysis.add_step_dependency(post[0])  # judged once the smoke test has passed
+                    post.append(analysis)
+            self.pipeline.add_stage(stage, pre=pre, post=post)
+            for wave, steps in later:
+                self.pipeline.add_wave(wave, post=steps)
         self.pipeline.build_pipeline()
         self._acknowledge_pipeline_internals()
+        self._acknowledge_canary_logs()
+
+    def _smoke_test(self, name: str, stage: AppMeshStage) -> pipelines.Step:
+        return pipelines.CodeBuildStep(
+            f"SmokeTest-{name}",
+            commands=_RUN_SMOKE_TEST,
+            env_from_cfn_outputs={"SMOKE_TEST_PROJECT": stage.application.routing.smoke_test_project},
+            role_policy_statements=[
+                iam.PolicyStatement(
+                    actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+                    # The stage's project by its fixed name (a token from the stage cannot cross into the pipeline stack).
+                    resources=[
+                        self.format_arn(
+                            service="codebuild", resource="project", resource_name=f"{stage.application.routing.stack_name}-smoke-test"
+                        )
+                    ],
+                )
+            ],
+        )
+
+    def _canary_steps(
+        self, stage: AppMeshStage, name: str, canary: VirtualService, source: pipelines.IFileSetProducer, synth_args: str
+    ) -> tuple[pipelines.Step | None, list[tuple[str, list[pipelines.Step]]]]:
+        """The analysis after the stage's own deploy (the canary at its configured step; none when
+        the configuration has it rolled back), and a pipeline stage per further step: its deploy,
+        then its analysis."""
+        assert canary.canary is not None
+        routing = stage.application.routing
+        assert routing.canary_analysis is not None and routing.canary_analysis_project is not None, (
+            "the capability check lets a canary through only where it can be judged"
+        )
+        self._canary_log_groups.append(routing.canary_analysis.log_group_name)
+        plan = CanaryPlan(
+            routing_stack=routing,
+            virtual_service=canary,
+            synth_args=synth_args,
+            analysis_project=routing.canary_analysis_project,
+            analysis_log_group=routing.canary_analysis.log_group_name,
+        )
+        current = canary.canary.step_of(canary.routes[0].targets)
+        environment = pipelines.CodeBuildOptions(build_environment=synth_environment())
+        first = None
+        if current is not None:
+            first = plan.analysis(self, f"Canary-{name}-step{current + 1}", source=source, step=current, defaults=environment)
+        later = [
+            (
+                f"{stage.node.id}-canary-step{index + 1}",
+                plan.deploy_and_analysis(self, f"Canary-{name}-step{index + 1}", source=source, step=index, defaults=environment),
+            )
+            for index in range((-1 if current is None else current) + 1, len(canary.canary.steps))
+        ]
+        return first, later
+
+    def _acknowledge_canary_logs(self) -> None:
+        """A canary step prints the analysis build's log: any stream of the one log group (CodeBuild
+        names a stream per build)."""
+        findings = [
+            wildcard_resource(
+                self,
+                self.format_arn(service="logs", resource="log-group", resource_name=f"{group}:*", arn_format=ArnFormat.COLON_RESOURCE_NAME),
+            )
+            for group in self._canary_log_groups
+        ]
+        if findings:
+            acknowledge(
+                self.pipeline,
+                "A canary step reads the log of the analysis build it started, to print the figures behind the verdict: the "
+                "streams of that one log group, which CodeBuild names per build.",
+                *findings,
+            )
 
     def _acknowledge_pipeline_internals(self) -> None:
         """Findings on the roles and bucket CDK Pipelines creates for itself.

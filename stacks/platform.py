@@ -34,6 +34,8 @@ class MeshPlatformStack(Stack):
         self.platform = backend.install_platform(self, self.context)
         # What every workload manifest waits for, and is deleted before.
         self.ready = self.platform.ready
+        # Where the mesh's request metrics can be queried, for the canary analysis (None: nowhere).
+        self.metrics = self.platform.metrics
         self.container_logs = ContainerLogs(
             self, "ContainerLogs", cluster=cluster, cluster_name=config.cluster.name, retention_days=config.cluster.log_retention_days
         )

@@ -60,6 +60,8 @@ def recorded(requests: dict[str, float], failures: dict[str, float], p99_bucket:
 class FakePrometheus:
     def __init__(self) -> None:
         self.answers: dict[str, dict[str, Any]] = {}
+        # Answers for later rounds of three queries, used in turn (then `answers` again).
+        self.rounds: list[dict[str, dict[str, Any]]] = []
         self.queries: list[str] = []
         self.authorizations: list[str | None] = []
         self.status = 200
@@ -86,6 +88,8 @@ def prometheus(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, FakeProme
                 self._answer(fake.status, {"status": "error", "errorType": "bad_data", "error": "parse error at char 3"})
             else:
                 kind = "latency" if "_bucket" in query else "failures" if "response_code" in query else "requests"
+                if kind == "requests" and fake.rounds:
+                    fake.answers = fake.rounds.pop(0)
                 self._answer(200, fake.answers[kind])
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
@@ -153,6 +157,40 @@ def test_amp_verdicts_from_recorded_answers(
     exit_code, out, err = run(capsys, "--spec", str(spec_file), "--prometheus", url, "--region", "us-west-1", "--step", "2")
     assert (exit_code, err) == (code, "")
     assert out.splitlines()[0] == first_line
+
+
+def test_max_waits_judges_again_a_window_later_until_there_are_enough_requests(
+    prometheus: tuple[str, FakePrometheus], spec_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, fake = prometheus
+    fake.rounds = [QUIET, QUIET, HEALTHY]
+    slept: list[float] = []
+    code = main(["--spec", str(spec_file), "--prometheus", url, "--no-sign", "--max-waits", "3"], sleep=slept.append)
+    out = capsys.readouterr().out.splitlines()
+    assert (code, slept) == (0, [300, 300])
+    assert out[:2] == [
+        "canary: wait 1 of 3: not enough requests in the window: nodejs 120, nodejsv2 60 (at least 200 each); judging again in 300 s",
+        "canary: wait 2 of 3: not enough requests in the window: nodejs 120, nodejsv2 60 (at least 200 each); judging again in 300 s",
+    ]
+    assert out[2].endswith("PROMOTE (every check passed)")
+
+
+def test_max_waits_ends_in_wait_when_the_requests_never_come(
+    prometheus: tuple[str, FakePrometheus], spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, fake = prometheus
+    fake.answers = QUIET
+    slept: list[float] = []
+    written = tmp_path / "judgement.json"
+    argv = ["--spec", str(spec_file), "--prometheus", url, "--no-sign", "--max-waits", "2", "--write-json", str(written)]
+    assert main(argv, sleep=slept.append) == 3
+    assert slept == [300, 300] and len(fake.queries) == 9
+    assert json.loads(written.read_text())["verdict"] == "wait"
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-3]
+        .endswith("WAIT (not enough requests in the window: nodejs 120, nodejsv2 60 (at least 200 each))")
+    )
 
 
 def test_amp_queries_are_signed_for_aps_and_ask_for_the_window_by_version(

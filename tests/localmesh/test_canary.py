@@ -91,7 +91,10 @@ def judge(mesh: LocalMesh, tmp_path: Path) -> tuple[int, dict[str, Any]]:
 def test_the_local_mesh_writes_the_spec_with_its_own_envoy_clusters(healthy: LocalMesh) -> None:
     assert healthy.canary_spec_path is not None
     spec = json.loads(healthy.canary_spec_path.read_text())
-    assert spec["envoy_clusters"] == {"nodejs": ["nodejs-app", "ingress-gw-nodejs-app"], "nodejsv2": ["nodejsv2-app", "ingress-gw-nodejsv2-app"]}
+    assert spec["envoy_clusters"] == {
+        "nodejs": ["nodejs-app", "ingress-gw-nodejs-app"],
+        "nodejsv2": ["nodejsv2-app", "ingress-gw-nodejsv2-app"],
+    }
     assert (spec["baseline"], spec["candidate"], spec["steps"]) == ("nodejs", "nodejsv2", [[2, 1], [1, 1], [0, 1]])
     # Before any verdict, the frontend shows the step the mesh started at.
     status, body = get(healthy.frontend_url + "/json", timeout=10)
@@ -112,6 +115,7 @@ def test_a_v2_failing_one_request_in_five_is_rolled_back_and_the_frontend_says_s
     assert (code, judgement["verdict"]) == (4, "roll back"), judgement
     assert judgement["reason"].startswith("failed: success rate")
     status, body = get(failing.frontend_url + "/json", timeout=10)
+    assert status == 200
     shown = json.loads(body)["canary"]["nodejs"]
     assert (shown["step"], shown["verdict"]) == ("1 of 3 (2:1)", "roll back")
 

@@ -1,0 +1,164 @@
+"""Canary steps in config: each rule with its exact message, each limit on both sides."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from canary.spec import parse_spec
+from config import ConfigError
+from tests.unit.test_settings import config_with
+
+CANARY = {"candidate": "nodejsv2", "steps": "2:1 -> 1:1 -> 0:1"}
+ISTIO = {"mesh_backend": "istio"}
+
+
+def with_canary(canary: dict[str, Any] | None = None, **settings: Any) -> Any:
+    topology = {"virtual_services": {"nodejs": {"canary": {**CANARY, **(canary or {})}}}}
+    return config_with(**{**ISTIO, **settings, "topology": json.dumps(topology)})
+
+
+def error_for(canary: dict[str, Any] | None = None, **settings: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        with_canary(canary, **settings)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+KEY = "config error: topology.virtual_services.nodejs.canary"
+
+
+def test_the_defaults_and_the_steps_as_written() -> None:
+    canary = with_canary().mesh.topology.virtual_service("nodejs").canary
+    assert (canary.baseline, canary.candidate, canary.steps) == ("nodejs", "nodejsv2", ((2, 1), (1, 1), (0, 1)))
+    assert (canary.min_requests, canary.window_seconds, canary.max_waits) == (200, 300, 6)
+    assert (canary.success_rate_min, canary.success_rate_max_drop, canary.p99_latency_max_ratio) == (0.99, 0.005, 1.5)
+    listed = with_canary({"steps": ["2:1", "1:1"], "success_rate_min_percent": "99.9"}).mesh.topology.virtual_service("nodejs").canary
+    assert listed.steps == ((2, 1), (1, 1)) and listed.success_rate_min == pytest.approx(0.999)
+
+
+@pytest.mark.parametrize(
+    ("canary", "message"),
+    [
+        ({"steps": "2:1"}, ".steps='2:1': list at least two steps, e.g. 2:1 -> 1:1 -> 0:1"),
+        (
+            {"steps": "2:1 -> 2:1"},
+            ".steps='2:1 -> 2:1': each step must give the candidate a larger share than the one before; 2:1 does not",
+        ),
+        (
+            {"steps": "2:1 -> 4:2"},
+            ".steps='2:1 -> 4:2': each step must give the candidate a larger share than the one before; 4:2 does not",
+        ),
+        ({"steps": "2:1 -> half"}, ".steps='2:1 -> half': write the steps as baseline:candidate weights, e.g. 2:1 -> 1:1 -> 0:1"),
+        ({"steps": "2:1 -> 0:0"}, ".steps='2:1 -> 0:0': step 0:0 sends traffic nowhere; give the baseline or the candidate a weight"),
+        ({"steps": "2:1 -> 1:101"}, ".steps=101: must be an integer from 0 to 100"),
+        ({"candidate": "crystal"}, ".candidate='crystal': must be one of the route's targets: nodejs, nodejsv2"),
+        ({"steps": "1:1 -> 0:1"}, ".steps='1:1 -> 0:1': the route's weights nodejs:2, nodejsv2:1 are not one of the steps;"),
+        ({"pace": 3}, ".pace=3: unknown key"),
+    ],
+    ids=["one-step", "same-share", "same-share-scaled", "not-weights", "nowhere", "weight-limit", "not-a-target", "not-a-step", "unknown"],
+)
+def test_each_canary_rule_refuses_in_one_line(canary: dict[str, Any], message: str) -> None:
+    assert error_for(canary).startswith(KEY + message)
+
+
+@pytest.mark.parametrize(
+    ("key", "low", "high", "below", "above"),
+    [
+        ("min_requests", 1, 1_000_000, 0, 1_000_001),
+        ("window_seconds", 30, 3600, 29, 3601),
+        ("max_waits", 0, 100, -1, 101),
+        ("p99_latency_tolerance_ms", 0, 60_000, -1, 60_001),
+    ],
+)
+def test_each_integer_limit_holds_on_both_sides(key: str, low: int, high: int, below: int, above: int) -> None:
+    for value in (low, high):
+        assert getattr(with_canary({key: value}).mesh.topology.virtual_service("nodejs").canary, key) == value
+    for value in (below, above, True):
+        assert error_for({key: value}) == f"{KEY}.{key}={value!r}: must be an integer from {low} to {high}"
+
+
+@pytest.mark.parametrize(
+    ("key", "low", "high", "below"),
+    [
+        ("success_rate_min_percent", "0", "100", "-0.001"),
+        ("success_rate_max_drop_percent", "0", "100", "-0.001"),
+        ("p99_latency_max_ratio", "1", "100", "0.999"),
+    ],
+)
+def test_each_number_limit_holds_on_both_sides(key: str, low: str, high: str, below: str) -> None:
+    with_canary({key: low})
+    with_canary({key: high})
+    for value in (below, "100.001", True, "nan"):
+        assert error_for({key: value}) == f"{KEY}.{key}={value!r}: must be a number from {low} to {high}"
+
+
+def test_a_canary_needs_one_route_with_two_targets() -> None:
+    three = {"routes": [{"targets": {"nodejs": 1, "nodejsv2": 1, "crystal": 1}}], "canary": CANARY}
+    with pytest.raises(ConfigError) as caught:
+        config_with(**ISTIO, topology=json.dumps({"virtual_services": {"nodejs": three}}))
+    assert str(caught.value) == (
+        f"{KEY}='1 route(s), 3 target(s)': a canary needs a virtual service with one route and two targets (the baseline and the candidate)"
+    )
+
+
+def test_only_one_virtual_service_may_run_a_canary() -> None:
+    second = {"routes": [{"targets": {"crystal": 1, "nodejs": 1}}], "canary": {"candidate": "nodejs", "steps": "1:1 -> 0:1"}}
+    topology = {"virtual_services": {"nodejs": {"canary": CANARY}, "crystal": second}}
+    with pytest.raises(ConfigError, match=r"crystal\.canary='crystal': only one virtual service may declare canary steps \(nodejs does\)"):
+        config_with(**ISTIO, topology=json.dumps(topology))
+
+
+def test_shifting_the_weights_by_hand_stays_on_the_steps_or_rolls_back() -> None:
+    assert with_canary(**{"weights.nodejs": "nodejs:1,nodejsv2:1"}).mesh.topology.weights()["nodejs"] == {"nodejs": 1, "nodejsv2": 1}
+    rolled_back = with_canary(**{"weights.nodejs": "nodejs:1,nodejsv2:0"}).mesh.topology.virtual_service("nodejs")
+    assert rolled_back.canary.step_of(rolled_back.routes[0].targets) is None
+    assert "the route's weights nodejs:3, nodejsv2:1 are not one of the steps" in error_for(**{"weights.nodejs": "nodejs:3,nodejsv2:1"})
+
+
+def test_canary_verdict_is_what_the_frontend_shows_and_is_checked() -> None:
+    assert with_canary().mesh.canary_verdict == ("deployed", "deployed with these weights")
+    assert with_canary(canary_verdict="roll back: rolled back from step 2").mesh.canary_verdict == ("roll back", "rolled back from step 2")
+    assert error_for(canary_verdict="maybe: why not").startswith(
+        "config error: canary_verdict='maybe: why not': write '<verdict>: <reason>' with a verdict of deployed, promote, roll back"
+    )
+    with pytest.raises(ConfigError, match="canary_verdict='promote': has no effect: no virtual service declares canary steps"):
+        config_with(canary_verdict="promote")
+
+
+def test_backends_whose_metrics_cannot_judge_a_canary_refuse_it_naming_the_setting() -> None:
+    message = error_for(mesh_backend="appmesh")
+    assert message.startswith(
+        "config error: mesh_backend='appmesh': cannot express 1 setting(s) of this topology: metric-gated canary steps"
+    )
+    assert "at topology.virtual_services.nodejs.canary (no metrics source in the cluster" in message
+    assert "set canary: null" in message and message.endswith("or use mesh_backend=istio")
+
+
+def test_the_pipeline_shifts_the_canary_in_its_last_stage_by_default() -> None:
+    pipeline = {
+        "pipeline_connection_arn": "arn:aws:codeconnections:us-west-1:123456789012:connection/12345678-1234-1234-1234-123456789012",
+        "pipeline_repository": "my-org/appmesh-eks",
+    }
+    assert with_canary(**pipeline).pipeline.canary_stages == ("prod",)
+    assert with_canary(**pipeline, pipeline_canary_stages="dev,prod").pipeline.canary_stages == ("dev", "prod")
+    assert error_for(**pipeline, pipeline_canary_stages="staging") == (
+        "config error: pipeline_canary_stages='staging': is not one of pipeline_stages (dev, prod)"
+    )
+    with pytest.raises(ConfigError, match="pipeline_canary_stages=\\['prod'\\]: has no effect: no virtual service declares canary steps"):
+        config_with(**pipeline, pipeline_canary_stages="prod")
+
+
+def test_the_spec_synth_writes_is_one_the_tool_reads() -> None:
+    from backends.render import canary_spec_for
+
+    spec = canary_spec_for(with_canary({"min_requests": 50, "window_seconds": 60}))
+    assert spec is not None
+    parsed = parse_spec(json.loads(json.dumps(spec)))
+    assert (parsed.baseline, parsed.candidate, parsed.window_seconds, parsed.thresholds.min_requests) == ("nodejs", "nodejsv2", 60, 50)
+    assert parsed.prometheus_label == "destination_workload"
+    assert parsed.prometheus_values == {"nodejs": "nodejs-app", "nodejsv2": "nodejsv2-app"}
+    assert parsed.prometheus_matchers == 'reporter="destination",destination_workload_namespace="lab-appmesh"'
