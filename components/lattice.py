@@ -44,13 +44,20 @@ PIN = HelmPin(
     "aws-gateway-controller-chart", "oci://public.ecr.aws/aws-application-networking-k8s/aws-gateway-controller-chart", VERSION, NAMESPACE
 )
 SERVICE_ACCOUNT = "gateway-api-controller"
-_READ = ["ListServiceNetworks", "GetServiceNetwork", "ListServiceNetworkVpcAssociations", "ListServices", "GetService"]
+# The lookups of the service network (by name, then through the VPC's associations) and of the
+# services; the controller never calls GetServiceNetwork, GetService or
+# GetServiceNetworkServiceAssociation (v2.1.3), so the role does not grant them.
+_READ = ["ListServiceNetworks", "ListServiceNetworkVpcAssociations", "ListServices"]
 _WRITE = [
     *(f"{verb}Service" for verb in ("Create", "Update", "Delete")),
-    *(f"{verb}ServiceNetworkServiceAssociation" for verb in ("Create", "Get", "Delete")),
+    *(f"{verb}ServiceNetworkServiceAssociation" for verb in ("Create", "Delete")),
     "ListServiceNetworkServiceAssociations",
     *(f"{verb}Listener" for verb in ("Create", "Get", "Update", "Delete")),
     "ListListeners",
+    # UpdateRule is also what IAM checks for BatchUpdateRule, the call that puts the rules back in
+    # priority order (rule_manager.go UpdatePriorities): the AWS Service Authorization Reference
+    # (list_vpc-lattice.html) maps that operation to vpc-lattice:UpdateRule, and the API reference
+    # (API_BatchUpdateRule.html) names it as the required permission.
     *(f"{verb}Rule" for verb in ("Create", "Get", "Update", "Delete")),
     "ListRules",
     *(f"{verb}TargetGroup" for verb in ("Create", "Get", "Update", "Delete")),
