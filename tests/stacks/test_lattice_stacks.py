@@ -206,11 +206,25 @@ def test_the_service_network_is_cloudformations_and_lattice_reaches_the_pods(lat
     assert (rule["Properties"]["FromPort"], rule["Properties"]["ToPort"]) == (3000, 3000)
     assert "SourcePrefixListId" in rule["Properties"]
     _, objects, deps = manifest_with(template, "Gateway", "app-mesh")
-    assert {o["kind"] for o in objects} == {"GatewayClass", "Gateway", "AccessLogPolicy"}
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [("Gateway", "app-mesh"), ("AccessLogPolicy", "app-mesh-access-logs")]
     network_ids = set(template.find_resources("AWS::VpcLattice::ServiceNetwork")) | set(
         template.find_resources("AWS::VpcLattice::ServiceNetworkVpcAssociation")
     )
     assert network_ids <= set(deps)
+
+
+def test_the_gateway_class_is_created_before_the_gateway_and_deleted_after_it(lattice: Synthesized) -> None:
+    """The controller lets go of a Gateway (removes its finalizer) only while its GatewayClass
+    exists: the class is its own manifest, which the Gateway's manifest depends on, so
+    CloudFormation deletes the Gateway first and the class only once it is gone."""
+    template = lattice.template(lattice.application.platform)
+    class_id, class_objects, class_deps = manifest_with(template, "GatewayClass", "amazon-vpc-lattice")
+    assert [(o["kind"], o["metadata"]["name"]) for o in class_objects] == [("GatewayClass", "amazon-vpc-lattice")]
+    gateway_id, _, gateway_deps = manifest_with(template, "Gateway", "app-mesh")
+    assert class_id in gateway_deps
+    # The class needs the Gateway API CRDs, which the controller's release waits for.
+    release_id, _ = releases(template)["aws-gateway-controller-chart"]
+    assert release_id in class_deps and gateway_id not in class_deps
 
 
 def test_the_workshop_names_are_cnames_to_the_lattice_services(lattice: Synthesized) -> None:
