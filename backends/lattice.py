@@ -36,7 +36,7 @@ ENVOY_UID = 65532
 # The controller's FAQ (docs/faq.md, v2.1.3) against 503s during rollouts.
 LATTICE_DRAIN_SECONDS = 60
 LATTICE_TERMINATION_GRACE_SECONDS = 150
-EXAMPLE_LOG_GROUP_ARN = "arn:aws:logs:us-west-1:123456789012:log-group:/aws/vpclattice/app-mesh:*"
+EXAMPLE_LOG_GROUP_ARN = "arn:aws:logs:us-west-1:123456789012:log-group:/aws/vendedlogs/vpclattice/AppMesh-MeshPlatform/app-mesh:*"
 CHECKOV_GATEWAY = {
     "CKV_K8S_15": "a pinned release tag of the official Envoy image, which Envoy does not re-tag",
     "CKV_K8S_43": "a pinned release tag of the official Envoy image; its digest cannot be resolved offline at synth",

@@ -88,6 +88,8 @@ LOG_DELIVERY_ACTIONS = sorted(
         "DescribeResourcePolicies",
     )
 )
+# Log groups for logs that AWS services deliver (CloudWatch Logs, "Logs sent to CloudWatch Logs").
+VENDED_LOGS_PREFIX = "/aws/vendedlogs/"
 SERVICE_LINKED_ROLES = {
     "vpc-lattice.amazonaws.com": "AWSServiceRoleForVpcLattice",
     "delivery.logs.amazonaws.com": "AWSServiceRoleForLogDelivery",
@@ -227,7 +229,15 @@ class ServiceNetwork(Construct):
                 source_prefix_list_id=self.prefix_list_id,
                 description=f"VPC Lattice to the pods on {port} (traffic and health checks)",
             )
-        self.access_logs = log_group(self, "AccessLogs", days=log_retention_days)
+        # Under /aws/vendedlogs/: a delivery to a log group outside it may add the group to the
+        # account's CloudWatch Logs resource policy, which every service's deliveries share and which
+        # holds 5,120 characters; near that limit CloudWatch Logs admits /aws/vendedlogs/ groups
+        # with one wildcard (docs.aws.amazon.com/AmazonCloudWatch/latest/logs/
+        # AWS-logs-infrastructure-CWL.html; step-functions/latest/dg/bp-cwl.html). The stack's
+        # name keeps two deployments in one account and region apart.
+        self.access_logs = log_group(
+            self, "AccessLogs", days=log_retention_days, name=f"{VENDED_LOGS_PREFIX}vpclattice/{Stack.of(self).stack_name}/{name}"
+        )
         acknowledge(
             prefix_list,
             "ec2:DescribeManagedPrefixLists takes no resource.",

@@ -247,3 +247,16 @@ def test_the_workshop_names_are_cnames_to_the_lattice_services(lattice: Synthesi
 def test_no_pod_has_an_irsa_role(lattice: Synthesized) -> None:
     for stack in lattice.application.services:
         assert not lattice.template(stack).find_resources("AWS::IAM::Role")
+
+
+def test_access_logs_go_to_a_vended_logs_group(lattice: Synthesized) -> None:
+    """The AccessLogPolicy delivers to a log group under /aws/vendedlogs/ (the one prefix for which
+    CloudWatch Logs does not grow the account's shared resource policy per log group)."""
+    template = lattice.template(lattice.application.platform)
+    manifest_id, _, _ = manifest_with(template, "AccessLogPolicy", "app-mesh-access-logs")
+    parts = template.to_json()["Resources"][manifest_id]["Properties"]["Manifest"]["Fn::Join"][1]
+    (destination,) = [p["Fn::GetAtt"] for p in parts if isinstance(p, dict)]
+    assert destination[1] == "Arn"
+    log_group = template.to_json()["Resources"][destination[0]]
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert log_group["Properties"]["LogGroupName"] == "/aws/vendedlogs/vpclattice/AppMesh-MeshPlatform/app-mesh"
