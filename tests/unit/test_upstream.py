@@ -3,6 +3,7 @@ cache that `fetch` fills from the pinned commits, verified by git blob id; one l
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import subprocess
 import sys
@@ -42,11 +43,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> upstream.Artifa
     return artifact
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A loopback HTTP server laid out like raw.githubusercontent.com (<repo>/<commit>/<path>)."""
-    root = tmp_path / "upstream-site"
-    root.mkdir()
+@contextlib.contextmanager
+def serve(root: Path) -> Iterator[str]:
+    """A loopback HTTP server laid out like raw.githubusercontent.com (<repo>/<commit>/<path>)
+    under `root`; yields its base URL."""
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -59,12 +59,20 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
 
 
-def _publish(root: Path, part: upstream.Part, data: bytes) -> None:
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "upstream-site"
+    root.mkdir()
+    with serve(root) as base:
+        yield base, root
+
+
+def publish(root: Path, part: upstream.Part, data: bytes) -> None:
     target = root / part.repo / part.commit / part.path
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
@@ -73,7 +81,7 @@ def _publish(root: Path, part: upstream.Part, data: bytes) -> None:
 def test_fetch_writes_verified_files_that_the_tests_then_read(isolated: upstream.Artifact, server: tuple[str, Path]) -> None:
     base, root = server
     for part, data in zip(isolated.parts, (_ONE, _TWO), strict=True):
-        _publish(root, part, data)
+        publish(root, part, data)
     with pytest.raises(upstream.Missing, match=r"demo.yaml \(a demo artifact\) is needed by the tests"):
         upstream.documents("demo.yaml")
     written = upstream.fetch(base, [isolated])
@@ -84,8 +92,8 @@ def test_fetch_writes_verified_files_that_the_tests_then_read(isolated: upstream
 
 def test_fetch_refuses_a_file_that_is_not_the_pinned_one(isolated: upstream.Artifact, server: tuple[str, Path]) -> None:
     base, root = server
-    _publish(root, isolated.parts[0], _ONE)
-    _publish(root, isolated.parts[1], _TWO + b"# tampered\n")
+    publish(root, isolated.parts[0], _ONE)
+    publish(root, isolated.parts[1], _TWO + b"# tampered\n")
     with pytest.raises(upstream.Mismatch, match=r"crds/two.yaml is not the pinned file .* nothing written"):
         upstream.fetch(base, [isolated])
     assert not isolated.parts[1].cached.exists()
@@ -94,7 +102,7 @@ def test_fetch_refuses_a_file_that_is_not_the_pinned_one(isolated: upstream.Arti
 def test_a_cached_file_edited_afterwards_is_refused(isolated: upstream.Artifact, server: tuple[str, Path]) -> None:
     base, root = server
     for part, data in zip(isolated.parts, (_ONE, _TWO), strict=True):
-        _publish(root, part, data)
+        publish(root, part, data)
     upstream.fetch(base, [isolated])
     isolated.parts[0].cached.write_bytes(_ONE + b"extra: 1\n")
     with pytest.raises(upstream.Mismatch, match="`make upstream` fetches it again"):
@@ -105,7 +113,7 @@ def test_fetch_replaces_a_cached_file_that_is_not_the_pinned_one(isolated: upstr
     """A write cut short or an edit in the cache is repaired by the next fetch, not kept."""
     base, root = server
     for part, data in zip(isolated.parts, (_ONE, _TWO), strict=True):
-        _publish(root, part, data)
+        publish(root, part, data)
     upstream.fetch(base, [isolated])
     isolated.parts[1].cached.write_bytes(_TWO[:10])
     assert upstream.fetch(base, [isolated]) == [isolated.parts[1]]
