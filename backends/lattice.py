@@ -36,7 +36,7 @@ ENVOY_UID = 65532
 # The controller's FAQ (docs/faq.md, v2.1.3) against 503s during rollouts.
 LATTICE_DRAIN_SECONDS = 60
 LATTICE_TERMINATION_GRACE_SECONDS = 150
-EXAMPLE_LOG_GROUP_ARN = "arn:aws:logs:us-west-1:123456789012:log-group:/aws/vpclattice/app-mesh:*"
+EXAMPLE_LOG_GROUP_ARN = "arn:aws:logs:us-west-1:123456789012:log-group:/aws/vendedlogs/vpclattice/AppMesh-MeshPlatform/app-mesh:*"
 CHECKOV_GATEWAY = {
     "CKV_K8S_15": "a pinned release tag of the official Envoy image, which Envoy does not re-tag",
     "CKV_K8S_43": "a pinned release tag of the official Envoy image; its digest cannot be resolved offline at synth",
@@ -118,11 +118,20 @@ class LatticeBackend(MeshBackend):
         )
         labels = {**self.namespace_labels(names, topology), **pod_security_labels(self.pod_security)}
         namespace = application_namespace(scope, cluster, name=names.namespace, labels=labels, after=[controller.release])
+        local_cluster = imported_cluster(scope, cluster)
+        # The GatewayClass in a manifest of its own, which the Gateway's depends on: created before
+        # it and deleted after it. The controller removes the Gateway's finalizer only while the
+        # class exists and names it (v2.1.3 pkg/k8s/utils.go IsControlledByLatticeGatewayController);
+        # with all three in one manifest, `kubectl delete -f` removed the class first, and the
+        # Gateway, its namespace and the stack hung (aws/aws-application-networking-k8s#115, #105).
+        class_chart = new_chart("gateway-class", None)
+        add_objects(class_chart, "mesh", [lattice.gateway_class()])
+        gateway_class = attach_chart(local_cluster, "GatewayClass", class_chart, after=[controller.release])
         chart = new_chart("mesh", None)
-        add_objects(chart, "mesh", lattice.platform_objects(topology, names, network.access_logs.log_group_arn))
+        add_objects(chart, "mesh", lattice.service_network_objects(topology, names, network.access_logs.log_group_arn))
         # The Gateway finds its service network by name: after CloudFormation has created it.
         mesh = attach_chart(
-            imported_cluster(scope, cluster), "ServiceNetworkGateway", chart, after=[namespace, controller.release, *network.ready()]
+            local_cluster, "ServiceNetworkGateway", chart, after=[namespace, controller.release, gateway_class, *network.ready()]
         )
         return Platform(ready=[namespace, mesh])
 

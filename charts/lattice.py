@@ -61,9 +61,15 @@ def gateway(topology: Topology, names: MeshNames) -> Manifest:
     }
 
 
+def service_network_objects(topology: Topology, names: MeshNames, log_group_arn: str) -> list[Manifest]:
+    """The Gateway and its access logs; applied after the GatewayClass, in a manifest of their own
+    (backends/lattice.py says why)."""
+    return [gateway(topology, names), access_log_policy(log_group_arn, names)]
+
+
 def platform_objects(topology: Topology, names: MeshNames, log_group_arn: str) -> list[Manifest]:
     """The service network's objects: the class, the Gateway, its access logs."""
-    return [gateway_class(), gateway(topology, names), access_log_policy(log_group_arn, names)]
+    return [gateway_class(), *service_network_objects(topology, names, log_group_arn)]
 
 
 def access_log_policy(log_group_arn: str, names: MeshNames) -> Manifest:

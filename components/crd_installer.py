@@ -24,16 +24,26 @@ from .webhook_gate import KUBECTL_IMAGE
 # upstream/ (the kubectl image has no shell).
 FETCH_IMAGE = "public.ecr.aws/docker/library/python:3.11.7-slim-bookworm"
 DEADLINE_SECONDS = 600
+CRDS_DIR = "/crds"
+# Every file is verified before any is written, so a mismatch leaves the volume empty; the apply
+# step is the pod's container, which the kubelet starts only once this init container has exited
+# 0, and a retry is a new pod with a new volume. One line on any failure, naming the file.
 _FETCH = """
 import hashlib, json, os, sys, urllib.request
-for index, (url, blob) in enumerate(json.loads(os.environ["PARTS"])):
-    data = urllib.request.urlopen(url, timeout=60).read()
+files = []
+for url, blob in json.loads(os.environ["PARTS"]):
+    try:
+        data = urllib.request.urlopen(url, timeout=60).read()
+    except OSError as error:
+        sys.exit(f"{url}: {error}: nothing applied")
     found = hashlib.sha1(b"blob %d\\0" % len(data) + data).hexdigest()
     if found != blob:
-        sys.exit(f"{url}: git blob {found}, pinned {blob}: not applied")
-    with open(f"/crds/{index:02d}.yaml", "wb") as out:
+        sys.exit(f"{url}: git blob {found}, pinned {blob}: nothing applied")
+    files.append(data)
+for index, data in enumerate(files):
+    with open(os.path.join(os.environ["CRDS_DIR"], f"{index:02d}.yaml"), "wb") as out:
         out.write(data)
-print(f"verified {index + 1} files")
+print(f"verified {len(files)} files")
 """
 
 
@@ -50,8 +60,8 @@ def installer_objects(name: str, namespace: str, parts: Sequence[Part]) -> list[
                 "image": FETCH_IMAGE,
                 "imagePullPolicy": "Always",
                 "command": ["python", "-c", _FETCH],
-                "env": [{"name": "PARTS", "value": json.dumps(pinned)}],
-                "volumeMounts": [{"name": "crds", "mountPath": "/crds"}],
+                "env": [{"name": "PARTS", "value": json.dumps(pinned)}, {"name": "CRDS_DIR", "value": CRDS_DIR}],
+                "volumeMounts": [{"name": "crds", "mountPath": CRDS_DIR}],
                 "resources": resources,
                 "securityContext": CONTAINER_SECURITY,
             }
@@ -61,8 +71,8 @@ def installer_objects(name: str, namespace: str, parts: Sequence[Part]) -> list[
                 "name": "apply",
                 "image": KUBECTL_IMAGE,
                 "imagePullPolicy": "Always",
-                "args": ["apply", "--server-side", "--force-conflicts", "--cache-dir=/tmp/kube", "-f", "/crds/"],
-                "volumeMounts": [{"name": "crds", "mountPath": "/crds", "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}],
+                "args": ["apply", "--server-side", "--force-conflicts", "--cache-dir=/tmp/kube", "-f", f"{CRDS_DIR}/"],
+                "volumeMounts": [{"name": "crds", "mountPath": CRDS_DIR, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}],
                 "resources": resources,
                 "securityContext": CONTAINER_SECURITY,
             }

@@ -44,13 +44,20 @@ PIN = HelmPin(
     "aws-gateway-controller-chart", "oci://public.ecr.aws/aws-application-networking-k8s/aws-gateway-controller-chart", VERSION, NAMESPACE
 )
 SERVICE_ACCOUNT = "gateway-api-controller"
-_READ = ["ListServiceNetworks", "GetServiceNetwork", "ListServiceNetworkVpcAssociations", "ListServices", "GetService"]
+# The lookups of the service network (by name, then through the VPC's associations) and of the
+# services; the controller never calls GetServiceNetwork, GetService or
+# GetServiceNetworkServiceAssociation (v2.1.3), so the role does not grant them.
+_READ = ["ListServiceNetworks", "ListServiceNetworkVpcAssociations", "ListServices"]
 _WRITE = [
     *(f"{verb}Service" for verb in ("Create", "Update", "Delete")),
-    *(f"{verb}ServiceNetworkServiceAssociation" for verb in ("Create", "Get", "Delete")),
+    *(f"{verb}ServiceNetworkServiceAssociation" for verb in ("Create", "Delete")),
     "ListServiceNetworkServiceAssociations",
     *(f"{verb}Listener" for verb in ("Create", "Get", "Update", "Delete")),
     "ListListeners",
+    # UpdateRule is also what IAM checks for BatchUpdateRule, the call that puts the rules back in
+    # priority order (rule_manager.go UpdatePriorities): the AWS Service Authorization Reference
+    # (list_vpc-lattice.html) maps that operation to vpc-lattice:UpdateRule, and the API reference
+    # (API_BatchUpdateRule.html) names it as the required permission.
     *(f"{verb}Rule" for verb in ("Create", "Get", "Update", "Delete")),
     "ListRules",
     *(f"{verb}TargetGroup" for verb in ("Create", "Get", "Update", "Delete")),
@@ -81,6 +88,8 @@ LOG_DELIVERY_ACTIONS = sorted(
         "DescribeResourcePolicies",
     )
 )
+# Log groups for logs that AWS services deliver (CloudWatch Logs, "Logs sent to CloudWatch Logs").
+VENDED_LOGS_PREFIX = "/aws/vendedlogs/"
 SERVICE_LINKED_ROLES = {
     "vpc-lattice.amazonaws.com": "AWSServiceRoleForVpcLattice",
     "delivery.logs.amazonaws.com": "AWSServiceRoleForLogDelivery",
@@ -220,7 +229,15 @@ class ServiceNetwork(Construct):
                 source_prefix_list_id=self.prefix_list_id,
                 description=f"VPC Lattice to the pods on {port} (traffic and health checks)",
             )
-        self.access_logs = log_group(self, "AccessLogs", days=log_retention_days)
+        # Under /aws/vendedlogs/: a delivery to a log group outside it may add the group to the
+        # account's CloudWatch Logs resource policy, which every service's deliveries share and which
+        # holds 5,120 characters; near that limit CloudWatch Logs admits /aws/vendedlogs/ groups
+        # with one wildcard (docs.aws.amazon.com/AmazonCloudWatch/latest/logs/
+        # AWS-logs-infrastructure-CWL.html; step-functions/latest/dg/bp-cwl.html). The stack's
+        # name keeps two deployments in one account and region apart.
+        self.access_logs = log_group(
+            self, "AccessLogs", days=log_retention_days, name=f"{VENDED_LOGS_PREFIX}vpclattice/{Stack.of(self).stack_name}/{name}"
+        )
         acknowledge(
             prefix_list,
             "ec2:DescribeManagedPrefixLists takes no resource.",

@@ -271,26 +271,43 @@ def shared_dir() -> Path:
     return Path(os.environ.get("SHARED_DIR") or PROJECT_ROOT.parent / "shared")
 
 
+def _marker_path(line: bytes) -> str | None:
+    """The path a marker line of a shared concatenation names (`# ---- file: <path>` or
+    `# source: <path> (git blob ...)`), or None for any other line."""
+    for marker in (b"# ---- file:", b"# source:"):
+        if line.startswith(marker):
+            words = line[len(marker) :].split()
+            return words[0].decode() if words else None
+    return None
+
+
 def split_shared(artifact: Artifact, data: bytes) -> list[bytes]:
     """The verbatim files inside a shared copy, each checked against its pinned blob id.
 
     A single-part artifact is the file itself. A concatenation has one marker comment line per
     file (`# ---- file: <path>` or `# source: <path> ...`), followed by a `---` separator that is
     either ours or the file's own first line; whichever reading has the pinned blob id is the file.
+    The markers must name each pinned path exactly once: counting them would let a file copied
+    twice stand in for a missing one.
     """
     if len(artifact.parts) == 1:
         if git_blob_id(data) != artifact.parts[0].blob:
             raise Mismatch(f"{artifact.name}: the copy is not the pinned file (blob {git_blob_id(data)}, pinned {artifact.parts[0].blob})")
         return [data]
     lines = data.splitlines(keepends=True)
-    markers = {
-        index: part
-        for index, line in enumerate(lines)
-        for part in artifact.parts
-        if line.startswith((b"# ---- file:", b"# source:")) and part.path.encode() in line
-    }
-    if sorted(part.path for part in markers.values()) != sorted(part.path for part in artifact.parts):
-        raise Mismatch(f"{artifact.name}: the copy does not hold exactly the pinned files ({len(markers)} of {len(artifact.parts)} found)")
+    by_path = {part.path: part for part in artifact.parts}
+    named = [(index, _marker_path(line)) for index, line in enumerate(lines)]
+    markers = {index: by_path[path] for index, path in named if path in by_path}
+    found = [part.path for part in markers.values()]
+    missing = sorted(set(by_path) - set(found))
+    twice = sorted({path for path in found if found.count(path) > 1})
+    if missing or twice:
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        if twice:
+            problems.append(f"more than once: {', '.join(twice)}")
+        raise Mismatch(f"{artifact.name}: the copy does not hold exactly the pinned files ({'; '.join(problems)})")
     starts = sorted(markers)
     files = []
     for position, start in enumerate(starts):
@@ -320,7 +337,9 @@ def part_files(name: str) -> list[bytes]:
             )
         data = part.cached.read_bytes()
         if git_blob_id(data) != part.blob:
-            raise Mismatch(f"{part.cached}: not the pinned file (blob {git_blob_id(data)}, pinned {part.blob}); delete it and fetch again")
+            raise Mismatch(
+                f"{part.cached}: not the pinned file (blob {git_blob_id(data)}, pinned {part.blob}); `make upstream` fetches it again"
+            )
         files.append(data)
     return files
 
@@ -361,20 +380,17 @@ def _write(part: Part, data: bytes) -> None:
     temporary.replace(part.cached)
 
 
-def available(artifact: Artifact) -> bool:
-    try:
-        part_files(artifact.name)
-    except Missing:
-        return False
-    return True
-
-
 def fetch(base_url: str | None = None, artifacts: Iterable[Artifact] | None = None) -> list[Part]:
-    """Download every part that neither ../shared nor the cache has; returns what was written."""
+    """Download every part that neither ../shared nor the cache has as pinned; returns what was
+    written. A cached part is verified again, and fetched again when it is not the pinned file (a
+    write cut short, an edit): a bad cache is repaired, not kept. A copy in ../shared is checked
+    but never replaced: the tests read it first, so a wrong one is refused here, in one line."""
     base = base_url or os.environ.get("UPSTREAM_BASE_URL") or DEFAULT_BASE_URL
     written = []
     for artifact in artifacts if artifacts is not None else ARTIFACTS.values():
-        if available(artifact):
+        shared = shared_dir() / artifact.folder / artifact.name
+        if shared.is_file():
+            split_shared(artifact, shared.read_bytes())
             continue
         for part in artifact.parts:
             if part.cached.is_file() and git_blob_id(part.cached.read_bytes()) == part.blob:

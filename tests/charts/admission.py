@@ -4,7 +4,10 @@
    ../shared/reference by test_admission.py).
 2. Pod Security Admission judges the mutated pod at the namespace's enforced level (it is a
    validating plugin, so it sees the injected containers): the checks of the baseline and
-   restricted profiles that a pod spec can fail (Kubernetes "Pod Security Standards").
+   restricted profiles that a pod spec can fail, as k8s.io/pod-security-admission v0.35.4
+   (policy/check_*.go) makes them for Kubernetes 1.35. Not modelled: SELinux options, AppArmor
+   profiles and Windows host processes (nothing we render sets them). Where restricted replaces a
+   baseline check (capabilities, hostPath, seccomp), both refusals are listed: the same verdict.
 3. The kubelet refuses to start a container whose effective runAsNonRoot is true while it would
    run as root (container setting over pod setting over the image's USER).
 
@@ -39,7 +42,7 @@ BASELINE_CAPABILITIES = {
     "SETUID",
     "SYS_CHROOT",
 }
-# Baseline "safe sysctls" (Kubernetes 1.29+).
+# Baseline "safe sysctls" (check_sysctls.go: the 1.32 set, which 1.35 still uses).
 SAFE_SYSCTLS = {
     "kernel.shm_rmid_forced",
     "net.ipv4.ip_local_port_range",
@@ -51,8 +54,10 @@ SAFE_SYSCTLS = {
     "net.ipv4.tcp_fin_timeout",
     "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
 }
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image", "persistentVolumeClaim", "projected", "secret"}
 
 
 def dockerfile_users() -> dict[str, int | None]:
@@ -88,16 +93,31 @@ def _containers(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [*spec.get("initContainers", []), *spec.get("containers", [])]
 
 
+def _user_namespace(spec: Mapping[str, Any]) -> bool:
+    """`hostUsers: false`: since 1.35 Pod Security relaxes runAsNonRoot, runAsUser and baseline's
+    procMount for such a pod (helpers.go relaxPolicyForUserNamespacePod)."""
+    return spec.get("hostUsers") is False
+
+
 def _kubelet(spec: Mapping[str, Any], image_users: Mapping[str, int | None]) -> list[str]:
+    """The kubelet's verifyRunAsNonRoot: under an effective runAsNonRoot, an explicit runAsUser of 0
+    is refused, else the image's user must be a non-zero uid (unknown here: refused too)."""
     pod_context = spec.get("securityContext", {})
     refused = []
     for container in _containers(spec):
         context = container.get("securityContext", {})
-        non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
-        uid = context.get("runAsUser", pod_context.get("runAsUser", image_users.get(container["image"])))
-        if non_root and not uid:
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+            continue
+        explicit = context.get("runAsUser", pod_context.get("runAsUser"))
+        if explicit == 0:
+            refused.append(f"{container['name']}: kubelet: container's runAsUser breaks non-root policy")
+        elif explicit is None and not image_users.get(container["image"]):
             refused.append(f"{container['name']}: kubelet: container has runAsNonRoot and image will run as root")
     return refused
+
+
+def _host(handler: Mapping[str, Any] | None) -> list[str]:
+    return [handler[kind]["host"] for kind in ("httpGet", "tcpSocket") if handler and handler.get(kind, {}).get("host")]
 
 
 def _baseline(spec: Mapping[str, Any]) -> list[str]:
@@ -120,8 +140,13 @@ def _baseline(spec: Mapping[str, Any]) -> list[str]:
             refused.append(f"{name}: baseline: hostPort is forbidden")
         if context.get("seccompProfile", {}).get("type") == "Unconfined":
             refused.append(f"{name}: baseline: seccompProfile must not be Unconfined")
-        if context.get("procMount", "Default") != "Default":
+        if context.get("procMount", "Default") != "Default" and not _user_namespace(spec):
             refused.append(f"{name}: baseline: procMount must be Default")
+        lifecycle = container.get("lifecycle", {})
+        handlers = [container.get(probe) for probe in ("livenessProbe", "readinessProbe", "startupProbe")]
+        hosts = [host for handler in [*handlers, lifecycle.get("postStart"), lifecycle.get("preStop")] for host in _host(handler)]
+        if hosts:  # since 1.34 (check_hostProbesAndhostLifecycle.go)
+            refused.append(f"{name}: baseline: probes and lifecycle handlers must not set a host ({', '.join(hosts)})")
     return refused
 
 
@@ -133,16 +158,22 @@ def _restricted(spec: Mapping[str, Any]) -> list[str]:
         if not kinds <= RESTRICTED_VOLUMES:
             refused.append(f"volume {volume['name']}: restricted: {sorted(kinds - RESTRICTED_VOLUMES)} volumes are not allowed")
     pod_seccomp = pod_context.get("seccompProfile", {}).get("type")
-    if pod_context.get("runAsNonRoot") is False:
+    user_namespace = _user_namespace(spec)
+    if pod_context.get("runAsNonRoot") is False and not user_namespace:
         refused.append("pod: restricted: runAsNonRoot must not be false")
+    # The pod's own runAsUser: 0 is refused even when every container sets another (check_runAsUser.go).
+    if pod_context.get("runAsUser") == 0 and not user_namespace:
+        refused.append("pod: restricted: runAsUser must not be 0")
     for container in _containers(spec):
         name, context = container["name"], container.get("securityContext", {})
         if context.get("allowPrivilegeEscalation") is not False:
             refused.append(f"{name}: restricted: allowPrivilegeEscalation must be false")
-        if context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
+        if context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True and not user_namespace:
             refused.append(f"{name}: restricted: runAsNonRoot must be true (pod or container)")
-        if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+        if context.get("runAsUser") == 0 and not user_namespace:
             refused.append(f"{name}: restricted: runAsUser must not be 0")
+        if context.get("procMount", "Default") != "Default" and user_namespace:  # baseline's check covers the rest
+            refused.append(f"{name}: restricted: procMount must be Default")
         if context.get("seccompProfile", {}).get("type", pod_seccomp) not in ("RuntimeDefault", "Localhost"):
             refused.append(f"{name}: restricted: seccompProfile must be RuntimeDefault or Localhost (pod or container)")
         capabilities = context.get("capabilities", {})

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from backends.render import all_objects, render
+from charts.appmesh import read_back
+from mesh.names import mesh_names
 from tests.charts.conftest import find
 from tests.conftest import cdk_json_context
 from tests.unit.test_settings import config_with
@@ -283,3 +285,44 @@ def test_service_accounts_carry_their_irsa_role(objects: list[dict[str, Any]]) -
     for name in ("frontend", "nodejs", "nodejsv2", "crystal", "ingress-gw"):
         account = find(objects, "ServiceAccount", name)
         assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/test"}
+
+
+def test_the_gateway_accepts_every_virtual_service_its_routes_target() -> None:
+    """The VirtualGateway is a client of each virtual service a gateway route targets: its client
+    TLS must accept each one's name, or the routes after the first fail their TLS handshake."""
+    topology = _topology()
+    topology["gateway"]["routes"] = [
+        {"name": "gateway-route-eks", "prefix": "/eks/", "virtual_service": "nodejs"},
+        {"name": "gateway-route-crystal", "prefix": "/crystal/", "virtual_service": "crystal"},
+    ]
+    objects = _objects(topology=topology)
+    gateway = find(objects, "VirtualGateway", "ingress-gw")
+    validation = gateway["spec"]["backendDefaults"]["clientPolicy"]["tls"]["validation"]
+    assert validation["subjectAlternativeNames"] == {
+        "match": {"exact": ["crystal.appmeshworkshop.hosted.local", "nodejs.appmeshworkshop.hosted.local"]}
+    }
+
+
+def _strip_listener_tls(objects: list[dict[str, Any]]) -> None:
+    find(objects, "VirtualNode", "crystal-app")["spec"]["listeners"][0].pop("tls")
+
+
+def _strip_client_tls(objects: list[dict[str, Any]]) -> None:
+    find(objects, "VirtualNode", "frontend-app")["spec"]["backends"][1]["virtualService"].pop("clientPolicy")
+
+
+def _strip_gateway_tls(objects: list[dict[str, Any]]) -> None:
+    find(objects, "VirtualGateway", "ingress-gw")["spec"].pop("backendDefaults")
+
+
+@pytest.mark.parametrize("strip", [_strip_listener_tls, _strip_client_tls, _strip_gateway_tls])
+def test_the_read_back_calls_mtls_with_one_plain_hop_partly(strip: Any) -> None:
+    """The parity test's oracle: mTLS is `strict` only if every in-mesh listener, every backend call
+    and the gateway's calls use it; one hop without it is `partly`, not `strict`."""
+    config = config_with()
+    objects = all_objects(render(config))
+    assert read_back(copy.deepcopy(objects), mesh_names(config))["mtls"] == "strict"
+    strip(objects)
+    assert read_back(objects, mesh_names(config))["mtls"] == "partly"
+    plain = config_with(topology=_topology(mtls="off"))
+    assert read_back(all_objects(render(plain)), mesh_names(plain))["mtls"] == "off"

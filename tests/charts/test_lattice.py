@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 
 from backends import backend_named
@@ -123,3 +124,34 @@ def test_lattice_targets_keep_serving_while_lattice_deregisters_them(lattice: di
     drain = (150, {"preStop": {"sleep": {"seconds": 60}}})
     default = (30, None)  # cdk8s-plus's grace period, the kubelet's default
     assert drains == {"nodejs-app": drain, "nodejsv2-app": drain, "crystal-app": drain, "frontend-app": default, "ingress-gw": default}
+
+
+def _route_rule(prefix: str, target: str) -> dict[str, Any]:
+    return {"prefix": prefix, "targets": {target: 1}, "timeout_ms": "off", "retry": "off"}
+
+
+def test_route_rules_go_most_specific_prefix_first() -> None:
+    """The controller gives rules priorities in their order, and Lattice takes the first rule by
+    priority that matches: `/` ahead of `/api/` would take every `/api/` request. The topology
+    lists `/` first; the HTTPRoute lists `/api/` first."""
+    routes = [_route_rule("/", "nodejs"), _route_rule("/api/", "nodejsv2"), _route_rule("/api/v2/", "nodejsv2")]
+    config = backend_config("lattice", topology={"virtual_services": {"nodejs": {"routes": routes}}})
+    assert [route.prefix for route in config.mesh.topology.virtual_service("nodejs").routes] == ["/", "/api/", "/api/v2/"]
+    route = find(render(config, backend_named("lattice"))["routing-nodejs"], "HTTPRoute", "nodejs")
+    assert [(rule["matches"][0]["path"]["value"], rule["backendRefs"][0]["name"]) for rule in route["spec"]["rules"]] == [
+        ("/api/v2/", "nodejsv2"),
+        ("/api/", "nodejsv2"),
+        ("/", "nodejs"),
+    ]
+
+
+def test_a_topology_without_virtual_services_still_gives_the_gateway_a_listener(crd_schemas: dict[Any, Any]) -> None:
+    """The Gateway API requires at least one listener (the Gateway CRD's minItems); with no virtual
+    service to listen for, the Gateway keeps one on port 80, and the service network's rules follow it."""
+    config = backend_config("lattice", topology={"virtual_services": None, "gateway": None, "services": {"frontend": {"backends": []}}})
+    assert config.mesh.topology.virtual_services == ()
+    gateway = find(render(config, backend_named("lattice"))["platform"], "Gateway", "app-mesh")
+    assert gateway["spec"]["listeners"] == [{"name": "http-80", "protocol": "HTTP", "port": 80}]
+    schema = crd_schemas[("gateway.networking.k8s.io/v1", "Gateway")]
+    assert schema["properties"]["spec"]["properties"]["listeners"]["minItems"] == 1
+    jsonschema.validate(gateway, schema, cls=jsonschema.Draft7Validator)

@@ -3,6 +3,7 @@ cache that `fetch` fills from the pinned commits, verified by git blob id; one l
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import subprocess
 import sys
@@ -42,11 +43,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> upstream.Artifa
     return artifact
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A loopback HTTP server laid out like raw.githubusercontent.com (<repo>/<commit>/<path>)."""
-    root = tmp_path / "upstream-site"
-    root.mkdir()
+@contextlib.contextmanager
+def serve(root: Path) -> Iterator[str]:
+    """A loopback HTTP server laid out like raw.githubusercontent.com (<repo>/<commit>/<path>)
+    under `root`; yields its base URL."""
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -59,12 +59,20 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
 
 
-def _publish(root: Path, part: upstream.Part, data: bytes) -> None:
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "upstream-site"
+    root.mkdir()
+    with serve(root) as base:
+        yield base, root
+
+
+def publish(root: Path, part: upstream.Part, data: bytes) -> None:
     target = root / part.repo / part.commit / part.path
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
@@ -73,7 +81,7 @@ def _publish(root: Path, part: upstream.Part, data: bytes) -> None:
 def test_fetch_writes_verified_files_that_the_tests_then_read(isolated: upstream.Artifact, server: tuple[str, Path]) -> None:
     base, root = server
     for part, data in zip(isolated.parts, (_ONE, _TWO), strict=True):
-        _publish(root, part, data)
+        publish(root, part, data)
     with pytest.raises(upstream.Missing, match=r"demo.yaml \(a demo artifact\) is needed by the tests"):
         upstream.documents("demo.yaml")
     written = upstream.fetch(base, [isolated])
@@ -84,8 +92,8 @@ def test_fetch_writes_verified_files_that_the_tests_then_read(isolated: upstream
 
 def test_fetch_refuses_a_file_that_is_not_the_pinned_one(isolated: upstream.Artifact, server: tuple[str, Path]) -> None:
     base, root = server
-    _publish(root, isolated.parts[0], _ONE)
-    _publish(root, isolated.parts[1], _TWO + b"# tampered\n")
+    publish(root, isolated.parts[0], _ONE)
+    publish(root, isolated.parts[1], _TWO + b"# tampered\n")
     with pytest.raises(upstream.Mismatch, match=r"crds/two.yaml is not the pinned file .* nothing written"):
         upstream.fetch(base, [isolated])
     assert not isolated.parts[1].cached.exists()
@@ -94,11 +102,40 @@ def test_fetch_refuses_a_file_that_is_not_the_pinned_one(isolated: upstream.Arti
 def test_a_cached_file_edited_afterwards_is_refused(isolated: upstream.Artifact, server: tuple[str, Path]) -> None:
     base, root = server
     for part, data in zip(isolated.parts, (_ONE, _TWO), strict=True):
-        _publish(root, part, data)
+        publish(root, part, data)
     upstream.fetch(base, [isolated])
     isolated.parts[0].cached.write_bytes(_ONE + b"extra: 1\n")
-    with pytest.raises(upstream.Mismatch, match="delete it and fetch again"):
+    with pytest.raises(upstream.Mismatch, match="`make upstream` fetches it again"):
         upstream.documents("demo.yaml")
+
+
+def test_fetch_replaces_a_cached_file_that_is_not_the_pinned_one(isolated: upstream.Artifact, server: tuple[str, Path]) -> None:
+    """A write cut short or an edit in the cache is repaired by the next fetch, not kept."""
+    base, root = server
+    for part, data in zip(isolated.parts, (_ONE, _TWO), strict=True):
+        publish(root, part, data)
+    upstream.fetch(base, [isolated])
+    isolated.parts[1].cached.write_bytes(_TWO[:10])
+    assert upstream.fetch(base, [isolated]) == [isolated.parts[1]]
+    assert [p.cached.read_bytes() for p in isolated.parts] == [_ONE, _TWO]
+    assert [d["metadata"]["name"] for d in upstream.documents("demo.yaml")] == ["one", "two"]
+
+
+def test_a_single_file_in_shared_is_checked_against_its_blob(
+    isolated: upstream.Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-file artifact in ../shared is used only when it is the pinned file."""
+    single = upstream.Artifact("one.yaml", "schemas", isolated.parts[:1], "a one-file artifact")
+    shared = tmp_path / "no-shared" / "schemas" / "one.yaml"
+    shared.parent.mkdir(parents=True)
+    shared.write_bytes(_ONE)
+    monkeypatch.setitem(upstream.ARTIFACTS, single.name, single)
+    assert upstream.part_files("one.yaml") == [_ONE]
+    shared.write_bytes(_ONE.replace(b"one", b"eno"))
+    with pytest.raises(upstream.Mismatch, match=r"^one\.yaml: the copy is not the pinned file \(blob [0-9a-f]{40}, pinned "):
+        upstream.part_files("one.yaml")
+    with pytest.raises(upstream.Mismatch, match=r"^one\.yaml: the copy is not the pinned file"):
+        upstream.fetch("http://127.0.0.1:9", [single])
 
 
 def test_a_shared_concatenation_is_split_into_the_pinned_files(isolated: upstream.Artifact, tmp_path: Path) -> None:
@@ -107,8 +144,20 @@ def test_a_shared_concatenation_is_split_into_the_pinned_files(isolated: upstrea
     assert upstream.split_shared(isolated, shared) == [_ONE, _TWO]
     with pytest.raises(upstream.Mismatch, match=r"crds/two\.yaml is not the pinned file"):
         upstream.split_shared(isolated, shared.replace(b"name: two", b"name: 2"))
-    with pytest.raises(upstream.Mismatch, match="1 of 2 found"):
+    with pytest.raises(upstream.Mismatch, match=r"\(missing crds/two\.yaml\)$"):
         upstream.split_shared(isolated, b"# ---- file: crds/one.yaml\n---\n" + _ONE)
+
+
+def test_a_shared_concatenation_must_name_each_pinned_path_once(isolated: upstream.Artifact) -> None:
+    """As many markers as files is not enough: one file copied twice must not stand in for a
+    missing one (both copies have the pinned blob of the first file)."""
+    one_twice = b"# ---- file: crds/one.yaml\n---\n" + _ONE + b"# ---- file: crds/one.yaml\n---\n" + _ONE
+    with pytest.raises(upstream.Mismatch, match=r"\(missing crds/two\.yaml; more than once: crds/one\.yaml\)$"):
+        upstream.split_shared(isolated, one_twice)
+    # A marker names a path exactly: a longer path that contains a pinned one is not it.
+    lookalike = b"# ---- file: crds/one.yaml\n---\n" + _ONE + b"# ---- file: old/crds/two.yaml.orig\n" + _TWO
+    with pytest.raises(upstream.Mismatch, match=r"\(missing crds/two\.yaml\)$"):
+        upstream.split_shared(isolated, lookalike)
 
 
 def test_seed_fills_the_cache_as_fetch_would(isolated: upstream.Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
