@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None, sleep: Callable[[float], None] = time.sl
         spec = load_spec(args.spec)
         if args.step is not None and not 1 <= args.step <= len(spec.steps):
             raise SpecError(f"--step {args.step}: the spec has steps 1 to {len(spec.steps)}")
-        window = args.window if args.window is not None else spec.window_seconds
-        if window < 1:
+        # Saved snapshots are as far apart as they were taken: their window is theirs (0: unknown).
+        window = args.window if args.window is not None else (0 if args.envoy_stats else spec.window_seconds)
+        if window < 1 and not args.envoy_stats:
             raise SpecError(f"--window {window}: must be at least 1 second")
         if not 0 <= args.max_waits <= 100 or (args.max_waits and args.envoy_stats):
             raise SpecError(f"--max-waits {args.max_waits}: 0 to 100, and only with a live source (not --envoy-stats)")

@@ -183,7 +183,7 @@ def report(judgement: Judgement, step: str = "") -> str:
     where = f" at step {step}" if step else ""
     lines = [
         f"canary {judgement.candidate} vs {judgement.baseline}{where}: {judgement.verdict.value.upper()} ({judgement.reason})",
-        f"  window      {judgement.window_seconds:g} s",
+        f"  window      {judgement.window_seconds:g} s" if judgement.window_seconds else "  window      between the two snapshots",
         "  requests    " + ", ".join(f"{name} {count:,}" for name, count in judgement.requests.items()),
     ]
     for check in judgement.checks:

@@ -333,6 +333,9 @@ def test_saved_envoy_snapshots_give_a_verdict(tmp_path: Path, spec_file: Path, c
     assert code == 4
     judgement = json.loads(out)
     assert (judgement["verdict"], judgement["exit_code"], judgement["requests"]) == ("roll back", 4, {"nodejs": 700, "nodejsv2": 380})
+    assert judgement["window_seconds"] == 0  # as far apart as the snapshots were taken
+    code, out, _ = run(capsys, "--spec", str(spec_file), "--envoy-stats", str(before), str(after))
+    assert out.splitlines()[1] == "  window      between the two snapshots"
 
 
 def test_the_envoy_source_reads_the_admin_interfaces_a_window_apart() -> None:
