@@ -51,7 +51,9 @@ def failing() -> Iterator[LocalMesh]:
 
 @pytest.fixture(scope="module")
 def slow() -> Iterator[LocalMesh]:
-    yield from run_mesh({"delay_ms": 300})
+    # A second: far above what a loaded 2-core machine does to the baseline's p99 (up to 250 ms
+    # seen with the suite running in parallel), so the verdict does not depend on the machine.
+    yield from run_mesh({"delay_ms": 1000})
 
 
 def stats(mesh: LocalMesh) -> str:
@@ -120,6 +122,6 @@ def test_a_v2_failing_one_request_in_five_is_rolled_back_and_the_frontend_says_s
     assert (shown["step"], shown["verdict"]) == ("1 of 3 (2:1)", "roll back")
 
 
-def test_a_v2_slower_by_300_ms_is_rolled_back_on_latency(slow: LocalMesh, tmp_path: Path) -> None:
+def test_a_v2_slower_by_a_second_is_rolled_back_on_latency(slow: LocalMesh, tmp_path: Path) -> None:
     code, judgement = judge(slow, tmp_path)
     assert (code, judgement["verdict"], judgement["reason"]) == (4, "roll back", "failed: p99 latency vs baseline"), judgement
