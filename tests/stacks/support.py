@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -64,4 +65,28 @@ def object_value(template: Any, depends_on: str) -> str:
         for lid, r in template.find_resources("Custom::AWSCDK-EKS-KubernetesObjectValue").items()
         if depends_on in r.get("DependsOn", [])
     ]
+    return found
+
+
+def nag_violations(outdir: Path) -> list[str]:
+    """cdk-nag's AwsSolutions findings nobody acknowledged, as `<rule> at <construct path>`."""
+    report = json.loads((outdir / "validation-report.json").read_text())
+    return [
+        f"{violation['ruleName']} at {construct['constructPath']}"
+        for plugin in report["pluginReports"]
+        if plugin["pluginName"] == "AwsSolutions"
+        for violation in plugin.get("violations", [])
+        for construct in violation["violatingConstructs"]
+    ]
+
+
+def changes(old: Any, new: Any) -> dict[str, list[str]]:
+    """Between two synths of the same stacks: stack name -> the logical ids of the resources that
+    differ, for each stack whose template differs (a stack changed outside Resources maps to [])."""
+    found = {}
+    for stack, again in zip(old.application.stacks, new.application.stacks, strict=True):
+        before, after = old.template_json(stack), new.template_json(again)
+        if before != after:
+            resources = before["Resources"]
+            found[stack.stack_name] = [name for name in resources if resources[name] != after["Resources"].get(name)]
     return found

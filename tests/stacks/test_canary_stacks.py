@@ -21,7 +21,7 @@ from stacks.canary_steps import analysis_commands as pipeline_analysis_commands
 from stacks.canary_steps import deploy_commands
 from tests.canary.test_sources import FAULTY, HEALTHY, SPEC, FakePrometheus, prometheus  # noqa: F401
 from tests.conftest import PROJECT_ROOT, Synthesized, synthesize
-from tests.stacks.support import manifest_with
+from tests.stacks.support import changes, manifest_with, nag_violations
 
 CANARY = {"config": "config/examples/canary.yaml"}
 CONNECTION = "arn:aws:codeconnections:us-west-1:123456789012:connection/12345678-1234-1234-1234-123456789012"
@@ -137,17 +137,10 @@ def test_a_canary_step_as_the_pipeline_deploys_it_changes_one_manifest(canary_sy
         tmp_path,
         {**CANARY, "weights.nodejs": "nodejs:1,nodejsv2:1", "canary_verdict": "promote: step 1 (2:1) was promoted by its analysis"},
     )
-    changed = [
-        s.stack_name
-        for s, again in zip(canary_synth.application.stacks, step.application.stacks, strict=True)
-        if canary_synth.template_json(s) != step.template_json(again)
-    ]
-    assert changed == ["AppMesh-MeshRouting"]
-    before = canary_synth.template_json(canary_synth.application.routing)["Resources"]
-    after = step.template_json(step.application.routing)["Resources"]
-    assert [name for name in before if before[name] != after[name]] == [
-        next(name for name in before if name.startswith("ClusterRoutingnodejs"))
-    ]
+    routing = canary_synth.template_json(canary_synth.application.routing)["Resources"]
+    assert changes(canary_synth, step) == {
+        "AppMesh-MeshRouting": [next(name for name in routing if name.startswith("ClusterRoutingnodejs"))]
+    }
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
@@ -232,14 +225,7 @@ def test_the_canary_steps_may_assume_only_the_bootstrap_roles(pipeline_synth: Sy
 
 
 def test_the_canary_pipeline_has_no_unacknowledged_nag_findings(pipeline_synth: Synthesized) -> None:
-    report = json.loads((pipeline_synth.outdir / "validation-report.json").read_text())
-    violations = [
-        f"{v['ruleName']} at {c['constructPath']}"
-        for plugin in report["pluginReports"]
-        if plugin["pluginName"] == "AwsSolutions"
-        for v in plugin.get("violations", [])
-        for c in v["violatingConstructs"]
-    ]
+    violations = nag_violations(pipeline_synth.outdir)
     assert violations == [] and pipeline_synth.error is None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Synthesized, normalize_template, synthesize
+from tests.stacks.support import nag_violations
 
 BACKENDS = ["appmesh", "istio", "lattice"]
 
@@ -29,20 +29,9 @@ def test_cfn_lint_reports_no_errors(synths: Any, backend: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _nag_violations(outdir: Path) -> list[str]:
-    report = json.loads((outdir / "validation-report.json").read_text())
-    return [
-        f"{violation['ruleName']} at {construct['constructPath']}"
-        for plugin in report["pluginReports"]
-        if plugin["pluginName"] == "AwsSolutions"
-        for violation in plugin.get("violations", [])
-        for construct in violation["violatingConstructs"]
-    ]
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(synths: Any, backend: str) -> None:
-    assert _nag_violations(synths[backend].outdir) == []
+    assert nag_violations(synths[backend].outdir) == []
     assert synths[backend].error is None
 
 
@@ -63,7 +52,7 @@ def test_cdk_nag_catches_a_deliberately_bad_construct(tmp_path: Path) -> None:
     role.add_to_policy(iam.PolicyStatement(actions=["s3:*"], resources=["*"]))
     with pytest.raises(Exception, match="ValidationFailed"):
         app.synth()
-    rules = {v.split(" at ")[0] for v in _nag_violations(tmp_path)}
+    rules = {v.split(" at ")[0] for v in nag_violations(tmp_path)}
     assert "AwsSolutions-EC23" in rules
     assert "AwsSolutions-IAM5[Action::s3:*]" in rules
 

@@ -13,6 +13,7 @@ import pytest
 
 from config import ConfigError
 from tests.conftest import Synthesized, normalize_template, synthesize
+from tests.stacks.support import nag_violations
 from tests.unit.test_settings import config_with
 
 CONNECTION = "arn:aws:codeconnections:us-west-1:123456789012:connection/12345678-1234-1234-1234-123456789012"
@@ -152,14 +153,7 @@ def test_without_pipeline_config_there_is_no_pipeline(default_synth: Synthesized
 
 
 def test_pipeline_has_no_unacknowledged_nag_findings(pipeline_synth: Synthesized) -> None:
-    report = json.loads((pipeline_synth.outdir / "validation-report.json").read_text())
-    violations = [
-        f"{v['ruleName']} at {c['constructPath']}"
-        for plugin in report["pluginReports"]
-        if plugin["pluginName"] == "AwsSolutions"
-        for v in plugin.get("violations", [])
-        for c in v["violatingConstructs"]
-    ]
+    violations = nag_violations(pipeline_synth.outdir)
     assert violations == []
     assert pipeline_synth.error is None
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import BACKEND_OVERRIDES, Synthesized, cdk_json_context, synthesize
-from tests.stacks.support import manifest_with, manifests
+from tests.stacks.support import changes, manifest_with, manifests
 
 BACKENDS = ["appmesh", "istio", "lattice"]
 
@@ -97,15 +97,11 @@ def canary_synths(request: pytest.FixtureRequest, synths: Any, tmp_path_factory:
 @pytest.mark.parametrize(("before", "after"), [("2:1", "1:1"), ("1:1", "0:1"), ("0:1", "2:1")], ids=["shift", "complete", "rollback"])
 def test_each_canary_step_changes_one_manifest(canary_synths: dict[str, Synthesized], before: str, after: str) -> None:
     old, new = canary_synths[before], canary_synths[after]
-    changed = [
-        stack.stack_name
-        for stack, again in zip(old.application.stacks, new.application.stacks, strict=True)
-        if old.template_json(stack) != new.template_json(again)
-    ]
-    assert changed == ["AppMesh-MeshRouting"]
+    changed = changes(old, new)
+    assert list(changed) == ["AppMesh-MeshRouting"]
+    (changed_resource,) = changed["AppMesh-MeshRouting"]
     old_resources = old.template_json(old.application.routing)["Resources"]
     new_resources = new.template_json(new.application.routing)["Resources"]
-    (changed_resource,) = [name for name in old_resources if old_resources[name] != new_resources[name]]
     assert changed_resource.startswith("ClusterRoutingnodejs")
     old_objects = json.loads(old_resources[changed_resource]["Properties"]["Manifest"])
     new_objects = json.loads(new_resources[changed_resource]["Properties"]["Manifest"])
