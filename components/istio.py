@@ -31,6 +31,16 @@ ISTIOD = HelmPin("istiod", REPOSITORY, VERSION, NAMESPACE)
 CNI = HelmPin("cni", REPOSITORY, VERSION, NAMESPACE)
 # OTLP over HTTP: a gateway speaks HTTP/1.1 to a collector port whose name does not say gRPC.
 COLLECTOR_PORT = 4318
+# Envoy requires a timeout on the exporter's HttpUri (`required` in envoy/config/core/v3/
+# http_uri.proto), and istiod 1.31 copies the provider's `http.timeout` into every listener the
+# Telemetry covers unchanged, with no default (pilot/pkg/networking/core/tracing.go, otelConfig;
+# only Zipkin gets one): without it Envoy rejects every listener, the gateway's and the sidecars'.
+# 3 s is the default istio.io/api documents for it (mesh/v1alpha1/config.proto, HttpService.timeout,
+# v1.31.4) but istiod does not apply; it is below the 5 s between two flushes of Envoy's span
+# buffer (tracing.opentelemetry.flush_interval_ms, source/extensions/tracers/opentelemetry/
+# tracer.cc), so a slow collector costs one batch of spans and never queues exports. The export
+# runs off the request path: a request never waits for it.
+TRACER_TIMEOUT = "3s"
 # The sidecars' requests and limits (Istio's defaults would reserve 2 CPUs per pod at the limit).
 PROXY_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
 GATE_NAMESPACE = "istio-webhook-gate"
@@ -48,7 +58,14 @@ def istiod_values(*, egress_registry_only: bool, tracing: bool) -> dict[str, Any
     }
     if tracing:
         mesh_config["extensionProviders"] = [
-            {"name": TRACING_PROVIDER, "opentelemetry": {"service": COLLECTOR_HOST, "port": COLLECTOR_PORT, "http": {"path": "/v1/traces"}}}
+            {
+                "name": TRACING_PROVIDER,
+                "opentelemetry": {
+                    "service": COLLECTOR_HOST,
+                    "port": COLLECTOR_PORT,
+                    "http": {"path": "/v1/traces", "timeout": TRACER_TIMEOUT},
+                },
+            }
         ]
     return {
         "global": {"hub": HUB, "tag": VERSION, "proxy": {"resources": PROXY_RESOURCES}},

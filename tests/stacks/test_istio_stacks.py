@@ -56,7 +56,8 @@ def test_istiod_runs_with_cni_json_access_logs_registry_only_dns_capture_and_tra
                 "opentelemetry": {
                     "service": "cloudwatch-agent.amazon-cloudwatch.svc.cluster.local",
                     "port": 4318,
-                    "http": {"path": "/v1/traces"},
+                    # Envoy refuses a tracer without a timeout (tests/stacks/test_istio_tracer.py).
+                    "http": {"path": "/v1/traces", "timeout": "3s"},
                 },
             }
         ],
