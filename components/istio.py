@@ -3,8 +3,9 @@ installed in that order and waited for, and a gate that proves the sidecar injec
 
 Istio 1.31 supports Kubernetes 1.32 to 1.36 (istio.io, "Announcing Istio 1.31"); its charts are
 published at blob.istio.io (nothing for 1.31 at the older storage bucket), its images at
-docker.io/istio. Every value set here is a key of the pinned chart's values.yaml
-(tests/unit/test_helm_values.py), because Helm silently ignores a key a chart does not read.
+docker.io/istio and at gcr.io/istio-release, which is where the cluster pulls them. Every value
+set here is a key of the pinned chart's values.yaml (tests/unit/test_helm_values.py), because Helm
+silently ignores a key a chart does not read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from .webhook_gate import WebhookGate
 VERSION = "1.31.1"
 REPOSITORY = "https://blob.istio.io/istio-release/charts"
 NAMESPACE = "istio-system"
-HUB = "docker.io/istio"
+# Istio's official mirror of its images (istio.io/latest/blog/2020/docker-rate-limit/: "Istio
+# provides official mirrors to Google Container Registry ... hub=gcr.io/istio-release", from 1.5):
+# istiod, the CNI agent and every sidecar and gateway come from here, with no anonymous pull limit
+# like Docker Hub's, which one NAT address and three nodes reach on a redeploy or a node roll.
+HUB = "gcr.io/istio-release"
 ISTIOD_REPLICAS = 2
 BASE = HelmPin("base", REPOSITORY, VERSION, NAMESPACE)
 ISTIOD = HelmPin("istiod", REPOSITORY, VERSION, NAMESPACE)

@@ -44,7 +44,7 @@ def test_istiod_runs_with_cni_json_access_logs_registry_only_dns_capture_and_tra
     _, release = releases(istio.template(istio.application.platform))["istiod"]
     values = helm_values(release)
     assert values["cni"] == {"enabled": True}
-    assert values["global"]["hub"] == "docker.io/istio" and values["global"]["tag"] == "1.31.1"
+    assert values["global"]["hub"] == "gcr.io/istio-release" and values["global"]["tag"] == "1.31.1"
     assert values["meshConfig"] == {
         "accessLogFile": "/dev/stdout",
         "accessLogEncoding": "JSON",
