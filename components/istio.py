@@ -22,7 +22,13 @@ from charts.workloads import nlb_annotations, zone_spread
 from .helm_addon import HelmPin, owned_namespace, pinned_release
 from .webhook_gate import WebhookGate
 
-VERSION = "1.31.1"
+# The one Istio version: the four charts, the images' tag, the proxies the injector adds (and so
+# the README and the tests) all follow it. A constant, not a setting: the injection template, the
+# charts' values and the CRD schemas the tests judge against are those of this release line, so a
+# version a user picked would deploy a combination no test has seen. An upgrade is this one edit,
+# reviewed with `make versions` and the tests (README, "Versions"). 1.31.4 is the newest 1.31
+# patch (the Go proxy's istio.io/api tags, checked 2026-12-06); 1.32.0 exists, a new minor.
+VERSION = "1.31.4"
 REPOSITORY = "https://blob.istio.io/istio-release/charts"
 NAMESPACE = "istio-system"
 # Istio's official mirror of its images (istio.io/latest/blog/2020/docker-rate-limit/: "Istio

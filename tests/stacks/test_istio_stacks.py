@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.istio import VERSION
 from tests.conftest import Synthesized
 from tests.stacks.support import helm_values, manifest_with, object_value, releases
 
@@ -28,7 +29,7 @@ def test_the_charts_are_pinned_and_installed_in_order(istio: Synthesized) -> Non
         properties = release["Properties"]
         assert (properties["Repository"], properties["Version"], properties["Namespace"], properties["Wait"]) == (
             "https://blob.istio.io/istio-release/charts",
-            "1.31.1",
+            VERSION,
             "istio-system",
             True,
         ), chart
@@ -44,7 +45,7 @@ def test_istiod_runs_with_cni_json_access_logs_registry_only_dns_capture_and_tra
     _, release = releases(istio.template(istio.application.platform))["istiod"]
     values = helm_values(release)
     assert values["cni"] == {"enabled": True}
-    assert values["global"]["hub"] == "gcr.io/istio-release" and values["global"]["tag"] == "1.31.1"
+    assert values["global"]["hub"] == "gcr.io/istio-release" and values["global"]["tag"] == VERSION
     assert values["meshConfig"] == {
         "accessLogFile": "/dev/stdout",
         "accessLogEncoding": "JSON",
