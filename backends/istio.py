@@ -13,8 +13,20 @@ from constructs import Construct, IConstruct
 
 from charts import istio
 from charts.workloads import add_objects, new_chart
-from components.istio import HUB, ISTIOD_REPLICAS, VERSION, IstioControlPlane, IstioGateway, gateway_values, istiod_values
+from components.istio import (
+    CNI_NOT_READY_TAINT,
+    HUB,
+    ISTIOD_MAX_REPLICAS,
+    VERSION,
+    IstioControlPlane,
+    IstioGateway,
+    gateway_max_replicas,
+    gateway_values,
+    istiod_values,
+)
 from components.mesh_workload import WorkloadIdentity, attach_chart, imported_cluster
+from components.metrics_server import PODS as METRICS_SERVER_PODS
+from components.metrics_server import MetricsServer
 from components.namespace import application_namespace
 from components.prometheus import ManagedPrometheus
 from config.errors import ConfigError
@@ -105,9 +117,14 @@ class IstioBackend(MeshBackend):
     # -- AWS ---------------------------------------------------------------------------------
 
     daemonset_pods = 1  # istio-cni
+    node_startup_taints = ((CNI_NOT_READY_TAINT, "NoSchedule"),)
 
     def platform_pods(self, topology: Topology) -> int:
-        return ISTIOD_REPLICAS  # the gateway's pods are counted with the gateway
+        """istiod at its autoscaler's maximum, the metrics server its autoscalers read, and the
+        gateway's pods above its configured replicas (those are counted with the gateway)."""
+        gateway = topology.gateway
+        extra_gateway_pods = gateway_max_replicas(gateway.replicas) - gateway.replicas if gateway else 0
+        return ISTIOD_MAX_REPLICAS + METRICS_SERVER_PODS + extra_gateway_pods
 
     def discovery_needs(self, topology: Topology) -> DiscoveryNeeds:
         # The workshop names resolve in the sidecars' DNS proxy: no Route 53 zone, no Cloud Map.
@@ -135,7 +152,12 @@ class IstioBackend(MeshBackend):
         ManagedPrometheus(
             scope, "Metrics", cluster=cluster, vpc=context.vpc, alias=f"{config.cluster.name}-mesh", namespace=names.namespace
         )
-        return Platform(ready=ready)
+        # A new node is tainted until the CNI agent on it is ready, and the gate's Job runs only
+        # once istiod has removed the taint from some node: what any other pod waits for.
+        schedulable: list[IConstruct] = [control_plane.gate.ready]
+        # What istiod's and the gateway's autoscalers read CPU from.
+        MetricsServer(scope, "MetricsServer", cluster=cluster, after=schedulable)
+        return Platform(ready=ready, schedulable=schedulable)
 
     def check_cluster(self, config: AppConfig) -> None:
         if config.cluster.endpoint_access == "public":

@@ -36,7 +36,28 @@ NAMESPACE = "istio-system"
 # istiod, the CNI agent and every sidecar and gateway come from here, with no anonymous pull limit
 # like Docker Hub's, which one NAT address and three nodes reach on a redeploy or a node roll.
 HUB = "gcr.io/istio-release"
-ISTIOD_REPLICAS = 2
+# A revision-based install (istio.io/latest/docs/setup/upgrade/canary/): istiod is revision
+# REVISION, and the `default` revision tag points at it. The tag's webhook selects namespaces
+# labelled istio-injection=enabled just as an unrevisioned istiod's would (manifests/charts/
+# istio-control/istio-discovery/templates/revision-tags-mwc.yaml: for the tag `default` it adds the
+# `namespace.sidecar-injector.istio.io` webhook), so the application namespace keeps its label and
+# a second control plane can be installed beside this one, proven on a few pods, and the tag moved
+# (README, "Upgrading istiod as a canary"). The revision names the minor line, not the patch: a
+# patch upgrade rolls istiod in place behind the same Service (istiod-<revision>), so running
+# proxies keep their control plane; a new minor is a new revision, installed as a canary first.
+REVISION = "-".join(VERSION.split(".")[:2])
+DEFAULT_TAG = "default"
+# Autoscaled on CPU (the chart's HorizontalPodAutoscaler, 80 % of the request): at least two, so
+# that a node drain keeps one (the chart's PodDisruptionBudget: minAvailable 1); at most the
+# chart's own autoscaleMax. The node-capacity check counts the maximum (backends/istio.py).
+ISTIOD_MIN_REPLICAS = 2
+ISTIOD_MAX_REPLICAS = 5
+# The gateway grows from its configured replicas up to this (the gateway chart's maxReplicas).
+GATEWAY_MAX_REPLICAS = 5
+# The taint a node starts with until the CNI agent is ready on it (the istiod chart's `taint.name`
+# default): istiod's untaint controller removes it then, so no pod lands on a node whose traffic
+# redirect is not in place yet. The managed node group sets it (MeshBackend.node_startup_taints).
+CNI_NOT_READY_TAINT = "cni.istio.io/not-ready"
 BASE = HelmPin("base", REPOSITORY, VERSION, NAMESPACE)
 ISTIOD = HelmPin("istiod", REPOSITORY, VERSION, NAMESPACE)
 CNI = HelmPin("cni", REPOSITORY, VERSION, NAMESPACE)
@@ -79,43 +100,71 @@ def istiod_values(*, egress_registry_only: bool, tracing: bool) -> dict[str, Any
             }
         ]
     return {
+        "revision": REVISION,
+        "revisionTags": [DEFAULT_TAG],
         "global": {"hub": HUB, "tag": VERSION, "proxy": {"resources": PROXY_RESOURCES}},
         # istio-cni programs the pods' traffic redirect: no injected container needs NET_ADMIN.
         "cni": {"enabled": True},
-        "autoscaleEnabled": False,
-        "replicaCount": ISTIOD_REPLICAS,
+        # The chart sets no `replicas` when autoscaling: the HorizontalPodAutoscaler owns them.
+        "autoscaleEnabled": True,
+        "autoscaleMin": ISTIOD_MIN_REPLICAS,
+        "autoscaleMax": ISTIOD_MAX_REPLICAS,
         "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}},
+        "topologySpreadConstraints": zone_spread(istiod_pod_labels()),
+        # The untaint controller (PILOT_ENABLE_NODE_UNTAINT_CONTROLLERS): a new node's taint goes
+        # once the CNI agent on it is ready. The CNI agent runs in istiod's namespace, so
+        # `taint.namespace` stays unset. istiod itself tolerates the taint: it is what removes it.
+        "taint": {"enabled": True},
+        "tolerations": [{"key": CNI_NOT_READY_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
         "meshConfig": mesh_config,
     }
 
 
+def istiod_pod_labels() -> dict[str, str]:
+    """What istiod's pods of this revision are labelled with, and nothing another revision's have
+    (manifests/charts/istio-control/istio-discovery/templates/deployment.yaml: app, istio.io/rev)."""
+    return {"app": "istiod", "istio.io/rev": REVISION}
+
+
+def base_values() -> dict[str, Any]:
+    """The base chart's default validating webhook goes to this revision's istiod (its Service is
+    istiod-<revision>; with the value left at `default` it would call a Service named istiod, which
+    a revisioned install does not have)."""
+    return {"defaultRevision": REVISION}
+
+
 def cni_values() -> dict[str, Any]:
-    # The chart's defaults chain the plugin after the VPC CNI in /etc/cni/net.d: nothing else.
+    # The chart's defaults chain the plugin after the VPC CNI in /etc/cni/net.d (`chained: true`;
+    # tests/unit/test_helm_values.py holds it): nothing else.
     return {"global": {"hub": HUB, "tag": VERSION}}
 
 
 def gateway_values(*, name: str, port: int, replicas: int, scheme: str) -> dict[str, Any]:
-    """The gateway chart's Deployment and Service, both named after the release: `replicas` Envoys
-    behind an NLB from port 80 to `port`, where the Istio Gateway's server listens."""
+    """The gateway chart's Deployment and Service, both named after the release: from `replicas`
+    Envoys up (autoscaled on CPU), behind an NLB from port 80 to `port`, where the Istio Gateway's
+    server listens."""
+    ports = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": port}]
+    if scheme == "internal":
+        # The status port (15021, /healthz/ready) stays inside the VPC: it tells whoever reaches it
+        # whether the gateway is up, which an internet client has no need to know. The NLB's own
+        # health checks go to the traffic port, so an internet-facing one loses nothing.
+        ports.insert(0, {"name": "status-port", "port": 15021, "protocol": "TCP", "targetPort": 15021})
     return {
-        "autoscaling": {"enabled": False},
-        "replicaCount": replicas,
+        # The chart sets no `replicas` when autoscaling: the HorizontalPodAutoscaler owns them.
+        "autoscaling": {"enabled": True, "minReplicas": replicas, "maxReplicas": gateway_max_replicas(replicas)},
         # The namespace enforces Pod Security `restricted`, which needs a seccomp profile; the
         # injector adds the unprivileged-port sysctl (allowed: it is a baseline "safe sysctl").
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "service": {
-            "type": "LoadBalancer",
-            "annotations": nlb_annotations(scheme),
-            "ports": [
-                {"name": "status-port", "port": 15021, "protocol": "TCP", "targetPort": 15021},
-                {"name": "http", "port": 80, "protocol": "TCP", "targetPort": port},
-            ],
-        },
+        "service": {"type": "LoadBalancer", "annotations": nlb_annotations(scheme), "ports": ports},
         # As the app's Deployments have (charts/workloads.py): a node roll must not take both
         # Envoys at once. The chart labels the pods app=<release>, istio=<release less istio->.
         "podDisruptionBudget": {"minAvailable": 1},
         "topologySpreadConstraints": zone_spread(gateway_pod_labels(name)),
     }
+
+
+def gateway_max_replicas(replicas: int) -> int:
+    return max(replicas, GATEWAY_MAX_REPLICAS)
 
 
 class IstioControlPlane(Construct):
@@ -128,7 +177,7 @@ class IstioControlPlane(Construct):
         # The CNI agent (hostNetwork, hostPath, NET_ADMIN) needs the privileged level: said here,
         # so that a cluster-wide default level or a policy add-on cannot stop it silently.
         self.namespace = owned_namespace(self, cluster, NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "privileged"})
-        self.base = pinned_release(Construct(self, "Base"), cluster, BASE, values={}, after=[self.namespace, *after])
+        self.base = pinned_release(Construct(self, "Base"), cluster, BASE, values=base_values(), after=[self.namespace, *after])
         self.istiod = pinned_release(Construct(self, "Istiod"), cluster, ISTIOD, values=dict(istiod), after=[self.base])
         # The CNI agent must run on the nodes before a meshed pod starts (its istio-validation
         # init container checks the redirect is in place).
