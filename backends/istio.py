@@ -41,6 +41,12 @@ from .base import DiscoveryNeeds, GatewayInstall, MeshBackend, Platform, Platfor
 
 PROXY_IMAGE = f"{HUB}/proxyv2:{VERSION}"
 ISTIO_UID = 1337
+# A stopping pod keeps serving this long before SIGTERM: its callers' sidecars drop the endpoint
+# only when istiod pushes them the change, and istiod batches endpoint changes for up to
+# PILOT_DEBOUNCE_MAX (10 s, pilot/pkg/features/tuning.go). The app's own drain (up to 10 s) and the
+# proxy's (5 s) follow within the grace period.
+ISTIO_DRAIN_SECONDS = 10
+ISTIO_TERMINATION_GRACE_SECONDS = 30
 # What the injection template renders with istio-cni on (istio-1.31-injection-template.yaml):
 # both containers non-root, read-only, every capability dropped (tests/charts/test_admission.py
 # renders the template's securityContext blocks and compares).
@@ -206,7 +212,12 @@ class IstioBackend(MeshBackend):
         # The health port stays inside the mesh (STRICT mTLS, the service's authorization): the
         # injector rewrites the kubelet's HTTP probes to the agent's :15020/app-health/, which
         # calls the app from 127.0.0.6, an address the redirect lets through.
-        return ServiceParts(after=tuple(istio.service_objects(service, topology, names, callers(topology)[service.name])))
+        return ServiceParts(
+            after=tuple(istio.service_objects(service, topology, names, callers(topology)[service.name])),
+            pod_labels=istio.version_label(service),
+            drain_seconds=ISTIO_DRAIN_SECONDS,
+            termination_grace_seconds=ISTIO_TERMINATION_GRACE_SECONDS,
+        )
 
     def routing_objects(self, virtual_service: VirtualService, topology: Topology, names: MeshNames) -> list[Manifest]:
         return istio.routing_objects(virtual_service, topology, names)

@@ -184,3 +184,21 @@ def test_mtls_off_and_egress_open_render_no_such_policies() -> None:
     objects = all_objects(render(backend_config("istio", topology=topology), backend_named("istio")))
     kinds = {o["kind"] for o in objects if o["apiVersion"].endswith("istio.io/v1")}
     assert kinds == {"ServiceEntry", "VirtualService", "DestinationRule", "Gateway"}
+
+
+@pytest.mark.parametrize(("name", "version"), [("frontend", "v1"), ("nodejs", "v1"), ("nodejsv2", "v2"), ("crystal", "v1")])
+def test_pods_carry_their_version_and_drain_before_sigterm(istio: dict[str, list[dict[str, Any]]], name: str, version: str) -> None:
+    """`version` tells v1 from v2 in Istio's metrics (the canonical revision); it is on the pods
+    only, so the Deployment's and the Service's selectors stay the service's own. The preStop sleep
+    outlasts istiod's endpoint-push debounce (10 s at most), within a 30 s grace period."""
+    objects = istio[f"service-{name}"]
+    deployment = find(objects, "Deployment", f"{name}-app")
+    pod = deployment["spec"]["template"]
+    labels = {k: v for k, v in pod["metadata"]["labels"].items() if not k.startswith("cdk8s.io/")}
+    assert labels == {"app": f"{name}-app", "version": version}
+    assert deployment["spec"]["selector"] == {"matchLabels": {"app": f"{name}-app"}}
+    selector = find(objects, "Service", name)["spec"]["selector"]
+    assert "version" not in selector and selector.items() <= pod["metadata"]["labels"].items()
+    (app,) = pod["spec"]["containers"]
+    assert app["lifecycle"] == {"preStop": {"sleep": {"seconds": 10}}}
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 30
