@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -145,3 +146,18 @@ def test_each_pin_is_the_newest_release_known_on_the_day_it_was_checked(pin: ver
     """The committed table says which release of each line was the newest on versions.CHECKED; a pin
     left behind it fails here (Istio 1.31.1 did, with 1.31.4 out)."""
     assert pin.pinned() == pin.newest_known
+
+
+def test_the_readme_states_the_istio_version_the_code_deploys() -> None:
+    """The README's three statements of the Istio version (what the platform stack installs, the
+    stacks table, the Versions table) all follow components/istio.py."""
+    from components.istio import REVISION, VERSION
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    stated = [
+        *re.findall(r"`cni` (\d+\.\d+\.\d+) from", readme),
+        *re.findall(r"Istio (\d+\.\d+\.\d+) base/istiod/cni", readme),
+        *re.findall(r"(?m)^\| Istio \| (\d+\.\d+\.\d+) ", readme),
+    ]
+    assert stated == [VERSION] * 3
+    assert f"istiod as revision `{REVISION}`" in readme
