@@ -14,7 +14,7 @@ CDK_ARGS ?=
 
 
 
-.PHONY: help synth runtimes upstream test local meshdiff test-python lint bench diff deploy destroy clean
+.PHONY: help synth runtimes upstream test local meshdiff test-python lint bench versions diff deploy destroy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ lint: $(BIN)/.dev ## ruff and mypy
 
 bench: $(BIN)/.dev node_modules/.installed ## Print synth-time and scale figures
 	$(BIN)/python scripts/bench.py
+
+versions: $(BIN)/.runtime ## Every pin: its support status (committed) and the newest release a registry knows (where reachable)
+	$(BIN)/python scripts/versions.py
 
 meshdiff: $(BIN)/.runtime ## Mesh-level diff (services, routes, weights, gateway) of CDK_ARGS against the last synth, offline
 	$(BIN)/python -m meshdiff $(CDK_ARGS)

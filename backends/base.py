@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from config.topology import Gateway, Service, Topology, VirtualService
@@ -73,9 +73,13 @@ class PlatformContext:
 @dataclass
 class Platform:
     """What a backend installed; `ready` is what every workload manifest waits for (and is
-    deleted before): the application namespace and anything its pods need at admission."""
+    deleted before): the application namespace and anything its pods need at admission.
+    `schedulable`: what must be in place before a pod without the backend's tolerations can be
+    scheduled at all (its node agent ready, the startup taints gone); the platform's EKS add-ons
+    wait for it."""
 
     ready: list[IConstruct]
+    schedulable: list[IConstruct] = field(default_factory=list)
     # Where the mesh's request metrics can be queried (None: nowhere the app deploys).
     metrics: MetricsWorkspace | None = None
 
@@ -113,6 +117,9 @@ class MeshBackend(ABC):
     round_trip: ClassVar[frozenset[Feature]]
     # Pods its control plane runs on every node (for the node-capacity check).
     daemonset_pods: ClassVar[int] = 0
+    # Taints (key, effect) a node starts with, which the backend's own controller removes once its
+    # node agent is ready there; the managed node group applies them to every new node.
+    node_startup_taints: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @abstractmethod
     def platform_pods(self, topology: Topology) -> int:

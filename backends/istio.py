@@ -13,8 +13,20 @@ from constructs import Construct, IConstruct
 
 from charts import istio
 from charts.workloads import add_objects, new_chart
-from components.istio import HUB, ISTIOD_REPLICAS, VERSION, IstioControlPlane, IstioGateway, gateway_values, istiod_values
+from components.istio import (
+    CNI_NOT_READY_TAINT,
+    HUB,
+    ISTIOD_MAX_REPLICAS,
+    VERSION,
+    IstioControlPlane,
+    IstioGateway,
+    gateway_max_replicas,
+    gateway_values,
+    istiod_values,
+)
 from components.mesh_workload import WorkloadIdentity, attach_chart, imported_cluster
+from components.metrics_server import PODS as METRICS_SERVER_PODS
+from components.metrics_server import MetricsServer
 from components.namespace import application_namespace
 from components.prometheus import ManagedPrometheus
 from config.errors import ConfigError
@@ -29,6 +41,12 @@ from .base import DiscoveryNeeds, GatewayInstall, MeshBackend, MetricsWorkspace,
 
 PROXY_IMAGE = f"{HUB}/proxyv2:{VERSION}"
 ISTIO_UID = 1337
+# A stopping pod keeps serving this long before SIGTERM: its callers' sidecars drop the endpoint
+# only when istiod pushes them the change, and istiod batches endpoint changes for up to
+# PILOT_DEBOUNCE_MAX (10 s, pilot/pkg/features/tuning.go). The app's own drain (up to 10 s) and the
+# proxy's (5 s) follow within the grace period.
+ISTIO_DRAIN_SECONDS = 10
+ISTIO_TERMINATION_GRACE_SECONDS = 30
 # What the injection template renders with istio-cni on (istio-1.31-injection-template.yaml):
 # both containers non-root, read-only, every capability dropped (tests/charts/test_admission.py
 # renders the template's securityContext blocks and compares).
@@ -109,9 +127,14 @@ class IstioBackend(MeshBackend):
     # -- AWS ---------------------------------------------------------------------------------
 
     daemonset_pods = 1  # istio-cni
+    node_startup_taints = ((CNI_NOT_READY_TAINT, "NoSchedule"),)
 
     def platform_pods(self, topology: Topology) -> int:
-        return ISTIOD_REPLICAS  # the gateway's pods are counted with the gateway
+        """istiod at its autoscaler's maximum, the metrics server its autoscalers read, and the
+        gateway's pods above its configured replicas (those are counted with the gateway)."""
+        gateway = topology.gateway
+        extra_gateway_pods = gateway_max_replicas(gateway.replicas) - gateway.replicas if gateway else 0
+        return ISTIOD_MAX_REPLICAS + METRICS_SERVER_PODS + extra_gateway_pods
 
     def discovery_needs(self, topology: Topology) -> DiscoveryNeeds:
         # The workshop names resolve in the sidecars' DNS proxy: no Route 53 zone, no Cloud Map.
@@ -140,7 +163,12 @@ class IstioBackend(MeshBackend):
             scope, "Metrics", cluster=cluster, vpc=context.vpc, alias=f"{config.cluster.name}-mesh", namespace=names.namespace
         )
         workspace = MetricsWorkspace(arn=prometheus.workspace.attr_arn, prometheus_url=prometheus.workspace.attr_prometheus_endpoint)
-        return Platform(ready=ready, metrics=workspace)
+        # A new node is tainted until the CNI agent on it is ready, and the gate's Job runs only
+        # once istiod has removed the taint from some node: what any other pod waits for.
+        schedulable: list[IConstruct] = [control_plane.gate.ready]
+        # What istiod's and the gateway's autoscalers read CPU from.
+        MetricsServer(scope, "MetricsServer", cluster=cluster, after=schedulable)
+        return Platform(ready=ready, metrics=workspace, schedulable=schedulable)
 
     def canary_prometheus(self, names: MeshNames, topology: Topology, virtual_service: VirtualService) -> dict[str, Any] | None:
         """Istio's standard metrics as the destination's sidecar reports them, by the Deployment
@@ -201,7 +229,12 @@ class IstioBackend(MeshBackend):
         # The health port stays inside the mesh (STRICT mTLS, the service's authorization): the
         # injector rewrites the kubelet's HTTP probes to the agent's :15020/app-health/, which
         # calls the app from 127.0.0.6, an address the redirect lets through.
-        return ServiceParts(after=tuple(istio.service_objects(service, topology, names, callers(topology)[service.name])))
+        return ServiceParts(
+            after=tuple(istio.service_objects(service, topology, names, callers(topology)[service.name])),
+            pod_labels=istio.version_label(service),
+            drain_seconds=ISTIO_DRAIN_SECONDS,
+            termination_grace_seconds=ISTIO_TERMINATION_GRACE_SECONDS,
+        )
 
     def routing_objects(self, virtual_service: VirtualService, topology: Topology, names: MeshNames) -> list[Manifest]:
         return istio.routing_objects(virtual_service, topology, names)

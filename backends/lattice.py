@@ -18,7 +18,8 @@ from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
 from charts import lattice
-from charts.workloads import add_object, add_objects, gateway_workload, new_chart, service_account
+from charts.workloads import IMMUTABLE_ASSET_TAG, add_object, add_objects, gateway_workload, new_chart, service_account
+from components.edge_envoy import ENVOY_UID, edge_envoy_image
 from components.lattice import LatticeController, ServiceNetwork
 from components.mesh_workload import WorkloadIdentity, attach_chart, imported_cluster
 from components.namespace import application_namespace
@@ -30,16 +31,16 @@ from mesh.parts import Injection, ServiceParts
 
 from .base import DiscoveryNeeds, GatewayInstall, MeshBackend, Platform, PlatformContext
 
-# The local mesh's Envoy release, as a non-root image (distroless: uid 65532, entrypoint envoy).
-ENVOY_IMAGE = "docker.io/envoyproxy/envoy:distroless-v1.40.0"
-ENVOY_UID = 65532
+# What the pure render (backends/render.py) writes where a synthesized manifest has the edge Envoy
+# image asset's ECR URI, a CloudFormation token (components/edge_envoy.py).
+ENVOY_IMAGE_STANDIN = "123456789012.dkr.ecr.us-west-1.amazonaws.com/cdk-assets:edge-envoy"
 # The controller's FAQ (docs/faq.md, v2.1.3) against 503s during rollouts.
 LATTICE_DRAIN_SECONDS = 60
 LATTICE_TERMINATION_GRACE_SECONDS = 150
 EXAMPLE_LOG_GROUP_ARN = "arn:aws:logs:us-west-1:123456789012:log-group:/aws/vendedlogs/vpclattice/AppMesh-MeshPlatform/app-mesh:*"
 CHECKOV_GATEWAY = {
-    "CKV_K8S_15": "a pinned release tag of the official Envoy image, which Envoy does not re-tag",
-    "CKV_K8S_43": "a pinned release tag of the official Envoy image; its digest cannot be resolved offline at synth",
+    "CKV_K8S_15": IMMUTABLE_ASSET_TAG,
+    "CKV_K8S_43": IMMUTABLE_ASSET_TAG,
     "CKV2_K8S_6": "the gateway only forwards to VPC Lattice services, which the service network's security group admits",
 }
 
@@ -164,7 +165,9 @@ class LatticeBackend(MeshBackend):
         self, scope: Construct, context: PlatformContext, gateway: Gateway, *, role_arn: str | None, after: Sequence[IConstruct]
     ) -> GatewayInstall:
         config = context.config
-        chart = self._gateway_chart(gateway, config.mesh.topology, mesh_names(config), config.cluster.kubernetes.cdk8s_plus())
+        # Envoy from the account's ECR (an image asset), not from Docker Hub.
+        image = edge_envoy_image(scope).image_uri
+        chart = self._gateway_chart(gateway, config.mesh.topology, mesh_names(config), config.cluster.kubernetes.cdk8s_plus(), image=image)
         manifest = attach_chart(imported_cluster(scope, context.cluster), "Gateway", chart, after=after)
         return GatewayInstall(service_name=gateway.name, installed=[manifest])
 
@@ -196,9 +199,9 @@ class LatticeBackend(MeshBackend):
     def gateway_objects(
         self, gateway: Gateway, topology: Topology, names: MeshNames, *, role_arn: str | None, kplus: Any
     ) -> list[Manifest]:
-        return list(self._gateway_chart(gateway, topology, names, kplus).to_json())
+        return list(self._gateway_chart(gateway, topology, names, kplus, image=ENVOY_IMAGE_STANDIN).to_json())
 
-    def _gateway_chart(self, gateway: Gateway, topology: Topology, names: MeshNames, kplus: Any) -> Any:
+    def _gateway_chart(self, gateway: Gateway, topology: Topology, names: MeshNames, kplus: Any, *, image: str) -> Any:
         chart = new_chart("gateway", names.namespace)
         bootstrap = render_edge_gateway(topology, names.hosted_zone)
         config_map = {
@@ -218,7 +221,7 @@ class LatticeBackend(MeshBackend):
             chart,
             gateway,
             kplus,
-            image=ENVOY_IMAGE,
+            image=image,
             container="envoy",
             user=ENVOY_UID,
             # A change of routes changes this annotation, and so rolls the pods onto the new config.
@@ -232,7 +235,7 @@ class LatticeBackend(MeshBackend):
 
     def injected(self, pod: Manifest, topology: Topology) -> Injection:
         # No sidecars; the controller's readiness-gate webhook skips an unlabelled namespace.
-        return Injection(image_users={ENVOY_IMAGE: ENVOY_UID})
+        return Injection(image_users={ENVOY_IMAGE_STANDIN: ENVOY_UID})
 
     def read_back(self, objects: list[Manifest], names: MeshNames) -> dict[str, Any]:
         return lattice.read_back(objects, names)

@@ -59,6 +59,15 @@ def principal(service_account: str, names: MeshNames) -> str:
     return f"{TRUST_DOMAIN}/ns/{names.namespace}/sa/{service_account}"
 
 
+def version_label(service: Service) -> dict[str, str]:
+    """Istio's `version` label, so that the metrics tell v1 from v2: it is the canonical revision
+    istiod gives the workload (pkg/kube/labels/labels.go, canonicalServiceRevision), which the
+    proxies report as destination_canonical_revision and destination_version. The value is the
+    version the service itself reports: its APP_VERSION build argument, 1 when unset
+    (services/nodejs/server.js, services/crystal/src/app.cr)."""
+    return {"version": f"v{dict(service.build_args).get('APP_VERSION', '1')}"}
+
+
 def _metadata(name: str, names: MeshNames) -> dict[str, str]:
     return {"name": name, "namespace": names.namespace}
 

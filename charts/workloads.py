@@ -203,7 +203,7 @@ def service_chart(
         metadata=cdk8s.ApiObjectMetadata(name=service.virtual_node, labels=labels, annotations=checkov_skips(CHECKOV_APP)),
         replicas=service.replicas,
         select=False,
-        pod_metadata=cdk8s.ApiObjectMetadata(labels=labels, annotations=dict(parts.pod_annotations) or None),
+        pod_metadata=cdk8s.ApiObjectMetadata(labels={**labels, **parts.pod_labels}, annotations=dict(parts.pod_annotations) or None),
         service_account=kplus.ServiceAccount.from_service_account_name(chart, "service-account-ref", service.name),
         # IRSA's webhook projects its own token; the Kubernetes API token is not needed.
         automount_service_account_token=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import RemovalPolicy
@@ -34,8 +35,23 @@ def kubectl_layer_class(release: KubernetesRelease) -> Any:
     return getattr(module, f"KubectlV{release.suffix}Layer")
 
 
+_TAINT_EFFECTS = {
+    "NoSchedule": eks.TaintEffect.NO_SCHEDULE,
+    "PreferNoSchedule": eks.TaintEffect.PREFER_NO_SCHEDULE,
+    "NoExecute": eks.TaintEffect.NO_EXECUTE,
+}
+
+
 class MeshCluster(Construct):
-    def __init__(self, scope: Construct, id: str, *, config: ClusterConfig, vpc: ec2.IVpc) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: ClusterConfig,
+        vpc: ec2.IVpc,
+        startup_taints: Sequence[tuple[str, str]] = (),
+    ) -> None:
         super().__init__(scope, id)
         release = config.kubernetes
 
@@ -94,6 +110,9 @@ class MeshCluster(Construct):
                 max_size=config.max_nodes,
                 ami_type=eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
                 subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+                # The mesh backend's startup taints (its node agent removes them when ready there);
+                # Auto Mode's node pools take none, so there a pod may start before the agent.
+                taints=[eks.TaintSpec(key=key, effect=_TAINT_EFFECTS[effect]) for key, effect in startup_taints] or None,
             )
             acknowledge(
                 self.nodegroup,

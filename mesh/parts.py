@@ -18,6 +18,8 @@ class ServiceParts:
     before: tuple[Manifest, ...] = ()
     after: tuple[Manifest, ...] = ()
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    # Labels on the pods only: the Deployment's selector stays the service's own labels.
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
     # How long a stopping pod keeps serving before it is sent SIGTERM: a data plane outside the
     # cluster (VPC Lattice) deregisters targets some time after Kubernetes removes the endpoint.
     drain_seconds: int = 0

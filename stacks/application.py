@@ -65,7 +65,13 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
     )
     network = NetworkStack(scope, name("Network"), config=config.network, env=env, description=f"{title}: VPC")
     cluster = ClusterStack(
-        scope, name("Cluster"), config=config.cluster, vpc=network.vpc, env=env, description=f"{title}: EKS cluster and nodes"
+        scope,
+        name("Cluster"),
+        config=config.cluster,
+        vpc=network.vpc,
+        startup_taints=backend.node_startup_taints,
+        env=env,
+        description=f"{title}: EKS cluster and nodes",
     )
     needs = backend.discovery_needs(config.mesh.topology)
     discovery = (

@@ -39,3 +39,6 @@ class MeshPlatformStack(Stack):
         self.container_logs = ContainerLogs(
             self, "ContainerLogs", cluster=cluster, cluster_name=config.cluster.name, retention_days=config.cluster.log_retention_days
         )
+        # Its pods cannot be scheduled before the backend's startup taints are gone.
+        for dependency in self.platform.schedulable:
+            self.container_logs.addon.node.add_dependency(dependency)

@@ -12,6 +12,7 @@ import upstream
 from backends import backend_named
 from backends.render import all_objects, render
 from components.istio import istiod_values
+from mesh.names import mesh_names
 from tests.charts.conftest import find
 from tests.conftest import cdk_json_context
 from tests.unit.test_settings import backend_config
@@ -184,3 +185,95 @@ def test_mtls_off_and_egress_open_render_no_such_policies() -> None:
     objects = all_objects(render(backend_config("istio", topology=topology), backend_named("istio")))
     kinds = {o["kind"] for o in objects if o["apiVersion"].endswith("istio.io/v1")}
     assert kinds == {"ServiceEntry", "VirtualService", "DestinationRule", "Gateway"}
+
+
+@pytest.mark.parametrize(("name", "version"), [("frontend", "v1"), ("nodejs", "v1"), ("nodejsv2", "v2"), ("crystal", "v1")])
+def test_pods_carry_their_version_and_drain_before_sigterm(istio: dict[str, list[dict[str, Any]]], name: str, version: str) -> None:
+    """`version` tells v1 from v2 in Istio's metrics (the canonical revision); it is on the pods
+    only, so the Deployment's and the Service's selectors stay the service's own. The preStop sleep
+    outlasts istiod's endpoint-push debounce (10 s at most), within a 30 s grace period."""
+    objects = istio[f"service-{name}"]
+    deployment = find(objects, "Deployment", f"{name}-app")
+    pod = deployment["spec"]["template"]
+    labels = {k: v for k, v in pod["metadata"]["labels"].items() if not k.startswith("cdk8s.io/")}
+    assert labels == {"app": f"{name}-app", "version": version}
+    assert deployment["spec"]["selector"] == {"matchLabels": {"app": f"{name}-app"}}
+    selector = find(objects, "Service", name)["spec"]["selector"]
+    assert "version" not in selector and selector.items() <= pod["metadata"]["labels"].items()
+    (app,) = pod["spec"]["containers"]
+    assert app["lifecycle"] == {"preStop": {"sleep": {"seconds": 10}}}
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 30
+
+
+def _two_route_topology() -> dict[str, Any]:
+    """nodejs with `/` configured before `/api/` (the order a config file may well use)."""
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["virtual_services"]["nodejs"]["routes"] = [
+        {"prefix": "/", "targets": {"nodejs": 1}},
+        {"prefix": "/api/", "targets": {"nodejsv2": 1}},
+    ]
+    return topology
+
+
+def test_istio_takes_the_longest_prefix_first() -> None:
+    """Istio uses the first route that matches: `/` ahead of `/api/` would take every request."""
+    objects = all_objects(render(backend_config("istio", topology=_two_route_topology()), backend_named("istio")))
+    mesh = _find(objects, "VirtualService", "nodejs")["spec"]["http"]
+    assert [(h["match"][0]["uri"]["prefix"], h["route"][0]["destination"]["host"]) for h in mesh] == [
+        ("/api/", "nodejsv2.lab-appmesh.svc.cluster.local"),
+        ("/", "nodejs.lab-appmesh.svc.cluster.local"),
+    ]
+    gateway = _find(objects, "VirtualService", "gateway-route-eks")["spec"]["http"]
+    assert [h["match"][0]["uri"]["prefix"] for h in gateway] == ["/eks/api/", "/eks/"]
+
+
+def test_the_gateway_rewrites_its_prefix_to_each_routes_own() -> None:
+    """`/eks/api/x` reaches the virtual service as `/api/x` (App Mesh strips the gateway's prefix,
+    then routes): rewriting every route to `/` would lose the route's prefix."""
+    objects = all_objects(render(backend_config("istio", topology=_two_route_topology()), backend_named("istio")))
+    gateway = _find(objects, "VirtualService", "gateway-route-eks")["spec"]["http"]
+    assert [(h["match"], h["rewrite"]) for h in gateway] == [
+        ([{"uri": {"prefix": "/eks/api/"}}], {"uri": "/api/"}),
+        ([{"uri": {"prefix": "/eks/"}}], {"uri": "/"}),
+    ]
+
+
+def test_a_service_nobody_calls_gets_an_allow_policy_with_no_rule() -> None:
+    """No rule at all: an ALLOW policy that matches nothing denies everything. A rule whose source
+    lists no principals would be refused by istiod's validation, and an unset field there would
+    match anyone."""
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["services"]["frontend"]["backends"] = ["nodejs"]
+    objects = all_objects(render(backend_config("istio", topology=topology), backend_named("istio")))
+    assert _find(objects, "AuthorizationPolicy", "crystal")["spec"] == {
+        "selector": {"matchLabels": {"app": "crystal-app"}},
+        "action": "ALLOW",
+        "rules": [],
+    }
+
+
+def test_an_internally_exposed_service_takes_its_load_balancers_plain_traffic() -> None:
+    """Its internal NLB is not in the mesh either: its port is PERMISSIVE, as an external one's is,
+    and no AuthorizationPolicy turns that plain traffic (which has no principal) away."""
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["services"]["crystal"].update(exposure="internal", source_cidrs=["10.0.0.0/16"])
+    objects = render(backend_config("istio", topology=topology), backend_named("istio"))["service-crystal"]
+    assert sorted(o["kind"] for o in objects if o["apiVersion"].endswith("istio.io/v1")) == [
+        "DestinationRule",
+        "PeerAuthentication",
+        "Sidecar",
+    ]
+    assert _find(objects, "PeerAuthentication", "crystal")["spec"] == {
+        "selector": {"matchLabels": {"app": "crystal-app"}},
+        "mtls": {"mode": "STRICT"},
+        "portLevelMtls": {"3000": {"mode": "PERMISSIVE"}},
+    }
+
+
+def test_the_read_back_refuses_a_route_without_retries(istio: dict[str, list[dict[str, Any]]]) -> None:
+    """The parity test's oracle: a route with no `retries` gets Istio's default two retries, which
+    the topology never asks for, so it is not "retry off" (that is `attempts: 0`)."""
+    objects = copy.deepcopy(all_objects(istio))
+    del _find(objects, "VirtualService", "nodejs")["spec"]["http"][0]["retries"]
+    with pytest.raises(ValueError, match="a route without `retries` gets Istio's default retries"):
+        backend_named("istio").read_back(objects, mesh_names(backend_config("istio")))

@@ -94,7 +94,8 @@ def test_the_gateway_is_envoy_from_the_local_mesh_renderer(lattice: dict[str, li
     deployment = find(objects, "Deployment", "ingress-gw")
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
-    assert container["image"] == "docker.io/envoyproxy/envoy:distroless-v1.40.0"
+    # The stand-in for the edge Envoy image asset's ECR URI (tests/stacks/test_images.py: synthesized).
+    assert container["image"] == "123456789012.dkr.ecr.us-west-1.amazonaws.com/cdk-assets:edge-envoy"
     assert container["args"] == ["-c", "/etc/envoy/envoy.json", "--disable-hot-restart", "--service-cluster", "ingress-gw"]
     assert {"mountPath": "/etc/envoy", "name": "envoy-config", "readOnly": True} in container["volumeMounts"]
     # A new route is a new config: the annotation's digest rolls the pods onto it.

@@ -12,7 +12,7 @@ import yaml
 
 import upstream
 from components.appmesh_controller import AppMeshController
-from components.istio import cni_values, gateway_values, istiod_values
+from components.istio import base_values, cni_values, gateway_values, istiod_values
 from components.lattice import controller_values
 
 # Maps whose keys are the user's (labels, annotations, environment) or a Kubernetes type's
@@ -83,6 +83,7 @@ def _chart_defaults(artifact: str) -> dict[str, Any]:
 
 CHARTS = {
     "appmesh-controller": ("appmesh-controller-1.13.3-values.yaml", lambda: AppMeshController.helm_values("us-west-1", tracing=True)),
+    "base": ("istio-1.31-base-values.yaml", base_values),
     "istiod": ("istio-1.31-istio-discovery-values.yaml", lambda: istiod_values(egress_registry_only=True, tracing=True)),
     "cni": ("istio-1.31-istio-cni-values.yaml", cni_values),
     "gateway": ("istio-1.31-gateway-values.yaml", lambda: gateway_values(name="ingress-gw", port=8088, replicas=2, scheme="internal")),
@@ -118,11 +119,21 @@ def test_a_misspelt_key_is_reported() -> None:
 
 
 def test_istio_gateway_values_are_ones_its_schema_accepts() -> None:
-    """The gateway chart's schema wants integer target ports; and autoscaling off, or the chart
-    ignores replicaCount."""
+    """The gateway chart's schema wants integer target ports; with autoscaling on, the chart
+    ignores replicaCount, so the configured replicas are the autoscaler's minimum."""
     values = gateway_values(name="ingress-gw", port=8088, replicas=2, scheme="internal")
     assert all(isinstance(port["targetPort"], int) for port in values["service"]["ports"])
-    assert values["autoscaling"] == {"enabled": False} and values["replicaCount"] == 2
+    assert values["autoscaling"] == {"enabled": True, "minReplicas": 2, "maxReplicas": 5}
+    assert "replicaCount" not in values
+
+
+def test_istio_cni_stays_chained_after_the_vpc_cni() -> None:
+    """The plugin must run as a link in the VPC CNI's chain (`chained: true`, the chart's default):
+    standalone it would replace the pods' network setup. Our values leave the default alone."""
+    defaults = _chart_defaults("istio-1.31-istio-cni-values.yaml")
+    assert defaults["chained"] is True
+    assert {**defaults, **cni_values()}["chained"] is True
+    assert "chained" not in cni_values()
 
 
 def test_the_istio_gateway_keeps_a_replica_through_node_rolls_and_spreads_over_zones() -> None:

@@ -146,10 +146,11 @@ def test_seed_t2_micro_cannot_hold_the_pods() -> None:
 
 
 def test_the_capacity_check_counts_the_backends_own_pods() -> None:
-    """Istio: istiod's two replicas, and istio-cni's DaemonSet pod on every node."""
+    """Istio: istiod at its autoscaler's maximum (5), the metrics server (2), the gateway's
+    autoscaler above its 2 replicas (3 more), and istio-cni's DaemonSet pod on every node."""
     message = error_for(node_instance_type="t3.small", mesh_backend="istio", node_desired=1, node_min=1)
     assert message.startswith(
-        "config error: node_instance_type='t3.small': holds 11 pods per node but 21 are needed with 1 nodes (6 DaemonSet"
+        "config error: node_instance_type='t3.small': holds 11 pods per node but 29 are needed with 1 nodes (6 DaemonSet"
     )
 
 
