@@ -412,8 +412,9 @@ def _network(values: Mapping[str, Any], region: str) -> NetworkConfig:
     if zones and len(zones) != max_azs:
         raise ConfigError("max_azs", max_azs, f"must equal the number of availability_zones given ({len(zones)})")
     if not zones and max_azs > 2:
-        # Without an account, CDK cannot look up a region's zones (that needs credentials), and
-        # an environment-agnostic VPC spans 2; naming the zones keeps synth offline.
+        # Synth never looks zones up (that needs credentials, and a pipeline's synth may not
+        # assume the lookup role): unnamed, the VPC spans the two zones Fn::GetAZs selects at
+        # deploy time (stacks/network.py); naming the zones keeps more than two offline.
         raise ConfigError(
             "max_azs", max_azs, f"more than 2 zones needs availability_zones listed explicitly, e.g. [{region}a, {region}b, {region}c]"
         )
