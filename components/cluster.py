@@ -14,7 +14,7 @@ from constructs import Construct
 from config.kubernetes import KubernetesRelease
 from config.settings import ClusterConfig
 
-from .log_groups import log_group
+from .log_groups import ServiceLogGroup
 from .nag import acknowledge, managed_policy
 
 _ENDPOINT_ACCESS = {
@@ -39,9 +39,10 @@ class MeshCluster(Construct):
         super().__init__(scope, id)
         release = config.kubernetes
 
-        # EKS writes control-plane logs to this fixed name and would create it with no expiry;
-        # creating it first is how the retention gets set.
-        self.control_plane_logs = log_group(
+        # EKS writes control-plane logs to this fixed name and would create it with no expiry; the
+        # group exists, with the retention, before the cluster does. EKS recreates it after a
+        # destroy, so it is not CloudFormation's (components/log_groups.py, ServiceLogGroup).
+        self.control_plane_logs = ServiceLogGroup(
             self, "ControlPlaneLogs", name=f"/aws/eks/{config.name}/cluster", days=config.log_retention_days
         )
         self.secrets_key = kms.Key(
