@@ -16,6 +16,8 @@ from constructs import Construct, IConstruct
 
 from charts.workloads import checkov_skips
 
+from .manifests import kubernetes_manifest
+
 _UID = 65532  # the nonroot user of distroless and the official kubectl image
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 # Checkov findings every such Job answers the same way; each Job adds its own.
@@ -90,7 +92,7 @@ def apply_and_wait(
     """Applies `objects` (the Job last) after `after`, and returns the manifest and a value that
     resolves once the Job has succeeded: it polls `.status.succeeded`, which a Job that runs out
     of attempts or time never gets, so the deploy fails there."""
-    manifest = eks.KubernetesManifest(scope, "Job", cluster=cluster, manifest=objects)
+    manifest = kubernetes_manifest(scope, "Job", cluster=cluster, manifest=objects)
     for dependency in after:
         manifest.node.add_dependency(dependency)
     job_metadata = objects[-1]["metadata"]
