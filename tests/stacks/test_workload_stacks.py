@@ -125,7 +125,32 @@ def test_a_service_added_at_the_end_leaves_every_other_where_it_was(tmp_path: An
     before = synthesize(tmp_path / "before", {"services_per_stack": 2})
     added = {"services": {"nodejsv3": {"source": "services/nodejs", "build_args": {"APP_VERSION": "3"}}}}
     after = synthesize(tmp_path / "after", {"services_per_stack": 2, "topology": json.dumps(added)})
-    assert [s.stack_name for s in before.application.services] == ["AppMesh-MeshServices1", "AppMesh-MeshServices2"]
-    assert [s.stack_name for s in after.application.services] == ["AppMesh-MeshServices1", "AppMesh-MeshServices2", "AppMesh-MeshServices3"]
+    assert [s.stack_name for s in before.application.services] == ["AppMesh-MeshServices", "AppMesh-MeshServices2"]
+    assert [s.stack_name for s in after.application.services] == ["AppMesh-MeshServices", "AppMesh-MeshServices2", "AppMesh-MeshServices3"]
     for old, new in zip(before.application.services, after.application.services, strict=False):
         assert before.template_json(old)["Resources"] == after.template_json(new)["Resources"], old.stack_name
+
+
+def test_the_first_services_stack_keeps_its_name_and_resources_at_the_41st_service(tmp_path: Any) -> None:
+    """At services_per_stack (40) services there is one services stack; the 41st service opens a
+    second. The first must stay what it was (name, logical ids, resources): renamed, CloudFormation
+    would see a new stack re-creating every object of the old one, which would be orphaned."""
+    from scripts.scale import scale_context
+
+    context = scale_context(40)
+    forty = synthesize(tmp_path / "forty", context)
+    # The 41st is a service of its own, appended (a config file's merge appends it): it changes
+    # nothing of the first 40, so whatever differs in the first stack is the split's doing.
+    grown = copy.deepcopy(context)
+    grown["topology"]["services"]["svc-extra"] = {"source": "services/nodejs", "replicas": 1}
+    forty_one = synthesize(tmp_path / "forty-one", grown)
+    assert [s.stack_name for s in forty.application.services] == ["AppMesh-MeshServices"]
+    assert [s.stack_name for s in forty_one.application.services] == ["AppMesh-MeshServices", "AppMesh-MeshServices2"]
+    second = forty_one.template_json(forty_one.application.services[1])["Resources"]
+    assert [lid for lid, r in second.items() if r["Type"] == "Custom::AWSCDK-EKS-KubernetesResource"] == [
+        lid for lid in second if lid.startswith("ClusterServicesvcextra")
+    ]
+    before = forty.template_json(forty.application.services[0])["Resources"]
+    after = forty_one.template_json(forty_one.application.services[0])["Resources"]
+    assert sorted(after) == sorted(before)
+    assert after == before
