@@ -32,7 +32,10 @@ DEFAULT_REGION = "us-west-1"
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _DOMAIN_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(role|user|assumed-role)/[\w+=,.@/-]+$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
+# What `aws sts get-caller-identity` prints as Arn for a role's session; EKS access entries take
+# IAM principals only (a session is not one).
+_SESSION_ARN = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[^/]+$")
 _STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
@@ -468,6 +471,16 @@ def _cluster(values: Mapping[str, Any]) -> ClusterConfig:
             "endpoint_public_cidrs", list(public_cidrs), "has no effect with endpoint_access=private; remove it or allow public access"
         )
     admin = values.get("admin_principal_arn") or None
+    session = _SESSION_ARN.match(str(admin)) if admin is not None else None
+    if session:
+        partition, account, role = session.groups()
+        raise ConfigError(
+            "admin_principal_arn",
+            admin,
+            "is an STS session (the Arn `aws sts get-caller-identity` prints for an assumed role), which EKS access "
+            f"entries refuse; pass the role's ARN, likely arn:{partition}:iam::{account}:role/{role} (a session ARN "
+            f"leaves out the role's path, if it has one: `aws iam get-role --role-name {role} --query Role.Arn` prints it)",
+        )
     if admin is not None and not _ROLE_ARN.match(str(admin)):
         raise ConfigError("admin_principal_arn", admin, "must be an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/Admin")
     return ClusterConfig(

@@ -231,6 +231,44 @@ def test_admin_principal_must_be_an_iam_arn() -> None:
     assert "must be an IAM role or user ARN" in error_for(admin_principal_arn="admin")
 
 
+@pytest.mark.parametrize(
+    "arn", ["arn:aws:iam::123456789012:role/Admin", "arn:aws:iam::123456789012:role/teams/Admin", "arn:aws:iam::123456789012:user/jane"]
+)
+def test_admin_principal_takes_a_role_or_a_user(arn: str) -> None:
+    assert config_with(admin_principal_arn=arn).cluster.admin_principal_arn == arn
+
+
+@pytest.mark.parametrize(
+    ("session", "role"),
+    [
+        ("arn:aws:sts::123456789012:assumed-role/Admin/jane@example.com", "arn:aws:iam::123456789012:role/Admin"),
+        (
+            "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_AdministratorAccess_0123456789abcdef/jane",
+            "arn:aws:iam::123456789012:role/AWSReservedSSO_AdministratorAccess_0123456789abcdef",
+        ),
+        ("arn:aws-us-gov:sts::123456789012:assumed-role/Admin/jane", "arn:aws-us-gov:iam::123456789012:role/Admin"),
+    ],
+)
+def test_an_sts_session_is_refused_with_the_role_it_came_from(session: str, role: str) -> None:
+    """`aws sts get-caller-identity` prints the session, which EKS access entries refuse at deploy."""
+    name = role.rsplit("/", 1)[1]
+    message = error_for(admin_principal_arn=session)
+    assert message.startswith("config error: admin_principal_arn=")
+    # The value is shortened past 80 characters (config/errors.py); the advice is whole.
+    assert message.endswith(
+        ": is an STS session (the Arn `aws sts get-caller-identity` prints "
+        f"for an assumed role), which EKS access entries refuse; pass the role's ARN, likely {role} (a session ARN leaves "
+        f"out the role's path, if it has one: `aws iam get-role --role-name {name} --query Role.Arn` prints it)"
+    )
+
+
+@pytest.mark.parametrize("arn", ["arn:aws:sts::123456789012:role/Admin", "arn:aws:sts::123456789012:federated-user/jane"])
+def test_other_sts_arns_are_not_iam_principals(arn: str) -> None:
+    assert error_for(admin_principal_arn=arn) == (
+        f"config error: admin_principal_arn={arn!r}: must be an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/Admin"
+    )
+
+
 def test_command_line_strings_are_parsed() -> None:
     config = config_with(node_desired="2", node_max="6", endpoint_public_cidrs="203.0.113.0/24, 198.51.100.0/24")
     assert config.cluster.desired_nodes == 2
