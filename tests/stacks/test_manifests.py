@@ -61,3 +61,37 @@ def test_the_kubectl_handler_applies_on_create_only_with_overwrite() -> None:
     create = source[source.index("if request_type == 'Create':") : source.index("elif request_type == 'Update':")]
     assert create.index("if overwrite:") < create.index("kubectl('apply', manifest_file, *kubectl_opts)") < create.index("else:")
     assert create.index("else:") < create.index("kubectl('create', manifest_file, *kubectl_opts)")
+
+
+def _jobs(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    return [o for o in manifest_of(resource) if o["kind"] == "Job"]
+
+
+def _is_gate(job: dict[str, Any]) -> bool:
+    """A webhook gate's Job (components/webhook_gate.py): its one container dry-runs the probe."""
+    return [c["name"] for c in job["spec"]["template"]["spec"]["containers"]] == ["dry-run"]
+
+
+# Each backend's gates, by the name their Job carries before its hash.
+_GATES = {"appmesh": ["appmesh-webhook-gate", "cert-manager-webhook-gate"], "istio": ["istio-webhook-gate"], "lattice": []}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_gate_keeps_the_job_an_update_replaces_so_a_rollback_finds_it_done(synths: Any, backend: str) -> None:
+    """A gate's Job is renamed when it changes (its pod template is immutable). Pruned on update,
+    the old Job would be created anew by the rollback's apply, which would then wait for a new dry
+    run against a control plane that is itself rolling back (components/webhook_gate.py)."""
+    gates = {name: resource for name, resource in _manifests(synths[backend]).items() if any(_is_gate(job) for job in _jobs(resource))}
+    names = sorted(job["metadata"]["name"].rsplit("-", 1)[0] for resource in gates.values() for job in _jobs(resource))
+    assert names == _GATES[backend]
+    for name, resource in gates.items():
+        assert "PruneLabel" not in resource["Properties"], name
+        labels = [key for o in manifest_of(resource) for key in o["metadata"].get("labels", {})]
+        assert not [key for key in labels if key.startswith("aws.cdk.eks/prune-")], name
+
+
+def test_the_crd_installer_still_prunes_the_job_it_replaces(synths: Any) -> None:
+    """Its rollback should run the old Job again: that applies the CRD files the old stack had."""
+    installers = [resource for resource in _manifests(synths["lattice"]).values() if any(not _is_gate(job) for job in _jobs(resource))]
+    assert len(installers) == 1
+    assert installers[0]["Properties"]["PruneLabel"].startswith("aws.cdk.eks/prune-")
