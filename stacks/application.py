@@ -125,7 +125,7 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
         context=platform.context,
         backend=backend,
         after=platform.ready,
-        service_manifests=[manifest for stack in service_stacks for manifest in stack.manifests.values()],
+        service_manifests={name: manifest for stack in service_stacks for name, manifest in stack.manifests.items()},
         env=env,
         description=f"{title}: routes, workshop names, ingress gateway",
     )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import BACKEND_OVERRIDES, Synthesized, cdk_json_context, synthesize
-from tests.stacks.support import manifest_with, manifests
+from tests.stacks.support import manifest_of, manifest_with, manifests
 
 BACKENDS = ["appmesh", "istio", "lattice"]
 
@@ -154,3 +154,58 @@ def test_the_first_services_stack_keeps_its_name_and_resources_at_the_41st_servi
     after = forty_one.template_json(forty_one.application.services[0])["Resources"]
     assert sorted(after) == sorted(before)
     assert after == before
+
+
+# -- load balancer URLs follow their Service ------------------------------------------------------
+
+
+def _address_digests(synth: Synthesized) -> dict[str, str | None]:
+    """Each load-balancer address the routing stack reads back (by logical id) -> its ServiceDigest."""
+    resources = synth.template_json(synth.application.routing)["Resources"]
+    return {
+        lid: r["Properties"].get("ServiceDigest")
+        for lid, r in resources.items()
+        if r["Type"] == "Custom::AWSCDK-EKS-KubernetesObjectValue" and lid.startswith("Address")
+    }
+
+
+def _service_object(synth: Synthesized, name: str) -> dict[str, Any]:
+    """The Service `name` as the services stack's manifest holds it, without the prune label."""
+    for stack in synth.application.services:
+        for resource in synth.template_json(stack)["Resources"].values():
+            if resource["Type"] != "Custom::AWSCDK-EKS-KubernetesResource":
+                continue
+            for o in manifest_of(resource):
+                if o["kind"] == "Service" and o["metadata"]["name"] == name:
+                    o["metadata"]["labels"] = {k: v for k, v in o["metadata"].get("labels", {}).items() if not k.startswith("aws.cdk.eks/")}
+                    return o  # type: ignore[no-any-return]
+    raise AssertionError(f"no Service {name}")
+
+
+def test_the_frontend_url_is_read_again_when_its_service_changes(synths: Any) -> None:
+    """CloudFormation re-reads a KubernetesObjectValue only when its properties change; the NLB's
+    name changes when the Service is recreated or its scheme changes. The digest of the Service's
+    definition is one of the properties."""
+    import hashlib
+
+    synth = synths["appmesh"]
+    (frontend,) = [lid for lid in _address_digests(synth) if lid.startswith("AddressServicefrontend")]
+    expected = hashlib.sha256(json.dumps([_service_object(synth, "frontend")], sort_keys=True).encode()).hexdigest()[:16]
+    assert _address_digests(synth)[frontend] == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_changed_service_changes_the_address_read_and_nothing_else_does(synths: Any, backend: str, tmp_path: Any) -> None:
+    before = _address_digests(synths[backend])
+    assert [lid.startswith("AddressGateway") for lid in sorted(before)] == [True, False]
+    assert [lid.startswith("AddressServicefrontend") for lid in sorted(before)] == [False, True]
+    assert all(before.values())
+    topology = {"services": {"frontend": {"source_cidrs": ["203.0.113.0/24"]}}}
+    frontend_changed = synthesize(tmp_path / "frontend", {**BACKEND_OVERRIDES[backend], "topology": json.dumps(topology)})
+    after = _address_digests(frontend_changed)
+    assert {lid for lid in before if before[lid] != after[lid]} == {lid for lid in before if lid.startswith("AddressServicefrontend")}
+    gateway_changed = synthesize(
+        tmp_path / "gateway", {**BACKEND_OVERRIDES[backend], "topology": json.dumps({"gateway": {"scheme": "internet-facing"}})}
+    )
+    after = _address_digests(gateway_changed)
+    assert {lid for lid in before if before[lid] != after[lid]} == {lid for lid in before if lid.startswith("AddressGateway")}
