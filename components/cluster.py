@@ -17,6 +17,7 @@ from config.settings import ClusterConfig
 from .log_groups import ServiceLogGroup
 from .nag import acknowledge, managed_policy
 
+EKS_USE_NATIVE_OIDC_PROVIDER = "@aws-cdk/aws-eks:useNativeOidcProvider"
 _ENDPOINT_ACCESS = {
     "public": eks.EndpointAccess.PUBLIC,
     "private": eks.EndpointAccess.PRIVATE,
@@ -37,6 +38,12 @@ def kubectl_layer_class(release: KubernetesRelease) -> Any:
 class MeshCluster(Construct):
     def __init__(self, scope: Construct, id: str, *, config: ClusterConfig, vpc: ec2.IVpc) -> None:
         super().__init__(scope, id)
+        # IRSA (components/irsa.py) reads `cluster.open_id_connect_provider`, which creates the
+        # native AWS::IAM::OIDCProvider (OidcProviderNative, the API that remains) only under this
+        # feature flag, and otherwise the deprecated custom-resource OpenIdConnectProvider, with a
+        # deprecation warning on every synth. cdk.json sets the flag, but an app built without
+        # cdk.json's context (`python app.py`, a test's App) would not: the cluster sets it for itself.
+        self.node.set_context(EKS_USE_NATIVE_OIDC_PROVIDER, True)
         release = config.kubernetes
 
         # EKS writes control-plane logs to this fixed name and would create it with no expiry; the
