@@ -107,3 +107,17 @@ def test_synth_with_cdk_json_prints_no_deprecation_warning(tmp_path: Path) -> No
     result = run_app(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "deprecated" not in (result.stdout + result.stderr).lower(), result.stderr
+
+
+def test_two_synths_are_byte_identical_in_every_file(tmp_path: Path) -> None:
+    """Two processes, as two `cdk synth` runs are: each jsii kernel runs from its own temporary
+    folder, which stack traces in the metadata would carry (cdk.json turns them off)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for outdir in (first, second):
+        outdir.mkdir()
+        result = run_app(outdir)
+        assert result.returncode == 0, result.stderr
+    files = sorted(str(p.relative_to(first)) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(second)) for p in second.rglob("*") if p.is_file())
+    assert any(name.endswith(".metadata.json") for name in files)
+    assert [name for name in files if (first / name).read_bytes() != (second / name).read_bytes()] == []
