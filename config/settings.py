@@ -23,13 +23,13 @@ import yaml
 from . import instances
 from .errors import ConfigError
 from .kubernetes import KubernetesRelease, release_for
+from .regions import REGIONS, SUPPORTED_PARTITION, partition_of
 from .topology import Topology, parse_topology, parse_weights
 from .validate import as_list, check_bool, check_cidr, check_dns_label, check_int, suggest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGION = "us-west-1"
 
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _DOMAIN_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
@@ -276,8 +276,21 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: d
     # Not CDK_DEFAULT_REGION: the CDK CLI always sets it (us-east-1 when the profile names no
     # region), so it would silently override the documented default. cdk.json says us-west-1.
     region = values.get("region") or DEFAULT_REGION
-    if not isinstance(region, str) or not _REGION.match(region):
-        raise ConfigError("region", region, "must be an AWS region code such as us-west-1 or eu-central-1")
+    partition = partition_of(region) if isinstance(region, str) else None
+    if partition is None:
+        raise ConfigError(
+            "region",
+            region,
+            f"is not an AWS region{suggest(str(region), REGIONS[SUPPORTED_PARTITION])}; "
+            f"the {SUPPORTED_PARTITION} partition's regions are listed in config/regions.py, e.g. {DEFAULT_REGION}",
+        )
+    if partition != SUPPORTED_PARTITION:
+        raise ConfigError(
+            "region",
+            region,
+            f"is in the {partition} partition; this app is built and tested for the {SUPPORTED_PARTITION} partition only "
+            f"(config/regions.py): choose a region such as {DEFAULT_REGION}",
+        )
     stack_prefix = values.get("stack_prefix", "AppMesh")
     if not isinstance(stack_prefix, str) or not _STACK_PREFIX.match(stack_prefix):
         raise ConfigError(

@@ -55,9 +55,51 @@ def test_feature_flags_and_toolkit_keys_are_not_settings() -> None:
     config_with(**{"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:enable-path-metadata": True})
 
 
-@pytest.mark.parametrize("region", ["us-west", "US-WEST-1", "uswest1", "us-west-1a"])
-def test_malformed_region_is_refused(region: str) -> None:
-    assert error_for(region=region) == f"config error: region={region!r}: must be an AWS region code such as us-west-1 or eu-central-1"
+@pytest.mark.parametrize(
+    ("region", "suggestion"),
+    [
+        ("us-west", " (did you mean us-west-2?)"),
+        ("US-WEST-1", ""),
+        ("uswest1", " (did you mean us-west-1?)"),
+        ("us-west-1a", " (did you mean us-west-1?)"),
+        ("us-weast-1", " (did you mean us-west-1?)"),
+        ("eu-central-3", " (did you mean eu-central-2?)"),
+    ],
+)
+def test_a_region_the_partition_does_not_have_is_refused(region: str, suggestion: str) -> None:
+    """Well-formed is not enough: `us-weast-1` would synthesize and fail at deploy."""
+    assert error_for(region=region) == (
+        f"config error: region={region!r}: is not an AWS region{suggestion}; "
+        "the aws partition's regions are listed in config/regions.py, e.g. us-west-1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("region", "partition"), [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov"), ("eusc-de-east-1", "aws-eusc")]
+)
+def test_a_region_of_another_partition_is_refused_in_one_line(region: str, partition: str) -> None:
+    assert error_for(region=region) == (
+        f"config error: region={region!r}: is in the {partition} partition; this app is built and tested for the aws "
+        "partition only (config/regions.py): choose a region such as us-west-1"
+    )
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "ap-southeast-7", "mx-central-1", "il-central-1"])
+def test_every_region_of_the_aws_partition_is_accepted(region: str) -> None:
+    assert config_with(region=region).region == region
+
+
+def test_the_region_table_is_the_pinned_aws_cdk_libs() -> None:
+    """config/regions.py is a committed copy (config/ does not import aws_cdk); a bump of
+    aws-cdk-lib that knows another region fails here until the copy has it."""
+    from aws_cdk import region_info
+
+    from config.regions import REGIONS
+
+    known: dict[str, set[str]] = {}
+    for region in region_info.RegionInfo.regions:
+        known.setdefault(region.partition, set()).add(region.name)
+    assert {partition: set(regions) for partition, regions in REGIONS.items()} == known
 
 
 def test_account_comes_from_the_cdk_environment_but_the_region_from_the_config() -> None:
