@@ -238,9 +238,29 @@ def _topology_patch(value: Any) -> Mapping[str, Any]:
     return value
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first_line: int, line: int) -> None:
+        super().__init__(key)
+        self.key, self.first_line, self.line = key, first_line, line
+
+
 class _TextFloatLoader(yaml.SafeLoader):
     """YAML reads `kubernetes_version: 1.30` as the float 1.3; no setting is a float, so a number
-    with a fraction keeps the text the user wrote ("1.30"), and the message names that."""
+    with a fraction keeps the text the user wrote ("1.30"), and the message names that.
+
+    A key given twice in one mapping is refused: YAML keeps the last silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, bool)) and key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _TextFloatLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: str(node.value))
@@ -255,11 +275,27 @@ def load_config_file(path_value: Any, project_root: Path = PROJECT_ROOT) -> dict
         data = yaml.load(path.read_text(), Loader=_TextFloatLoader)
     except FileNotFoundError:
         raise ConfigError("config", str(path_value), f"file not found (looked for {path})") from None
+    except _DuplicateKey as duplicate:
+        raise ConfigError(
+            "config",
+            str(path_value),
+            f"key {duplicate.key!r} is given twice in one mapping, on line {duplicate.first_line} and line {duplicate.line} "
+            "(YAML would keep the last silently); keep one",
+        ) from None
     except yaml.YAMLError as error:
-        raise ConfigError("config", str(path_value), f"is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise ConfigError("config", str(path_value), f"is not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(data, dict):
         raise ConfigError("config", str(path_value), "the file must hold a YAML mapping of setting: value")
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What PyYAML found and where (line and column from 1), on one line."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        context = f" ({error.context})" if error.context else ""
+        return f"{error.problem}{context} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(error).splitlines()[0]
 
 
 def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: date | None = None) -> AppConfig:

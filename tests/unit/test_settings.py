@@ -336,6 +336,50 @@ def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
     assert str(caught.value) == f"config error: config='nope.yaml': file not found (looked for {tmp_path / 'nope.yaml'})"
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        ("node_max: 6\nnode_desired: 2\nnode_max: 8\n", "node_max", (1, 3)),
+        ("topology:\n  services:\n    frontend: {replicas: 3}\n    frontend: {replicas: 1}\n", "frontend", (3, 4)),
+    ],
+)
+def test_a_key_given_twice_in_a_config_file_is_refused_with_its_lines(tmp_path: Path, text: str, key: str, lines: tuple[int, int]) -> None:
+    """YAML keeps the last of two equal keys without a word: a value the user wrote would be ignored."""
+    (tmp_path / "twice.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        merge_layers({}, {"config": "twice.yaml"}, project_root=tmp_path)
+    assert str(caught.value) == (
+        f"config error: config='twice.yaml': key {key!r} is given twice in one mapping, on line {lines[0]} and line {lines[1]} "
+        "(YAML would keep the last silently); keep one"
+    )
+
+
+def test_the_same_key_in_two_mappings_is_not_a_duplicate(tmp_path: Path) -> None:
+    (tmp_path / "two.yaml").write_text("topology:\n  services:\n    frontend: {replicas: 3}\n    nodejs: {replicas: 3}\n")
+    assert merge_layers({}, {"config": "two.yaml"}, project_root=tmp_path)["topology"]["services"]["nodejs"] == {"replicas": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "node_max: 6\nnode_desired: [2\n",
+            "expected ',' or ']', but got '<stream end>' (while parsing a flow sequence) at line 3, column 1",
+        ),
+        ("a: b: c\n", "mapping values are not allowed here at line 1, column 5"),
+        (
+            "node_max: 6\n\tnode_min: 1\n",
+            "found character '\\t' that cannot start any token (while scanning for the next token) at line 2, column 1",
+        ),
+    ],
+)
+def test_invalid_yaml_names_the_line_and_column(tmp_path: Path, text: str, problem: str) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        merge_layers({}, {"config": "bad.yaml"}, project_root=tmp_path)
+    assert str(caught.value) == f"config error: config='bad.yaml': is not valid YAML: {problem}"
+
+
 def test_config_file_must_be_a_mapping(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="the file must hold a YAML mapping"):
