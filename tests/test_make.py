@@ -356,3 +356,28 @@ def test_the_cli_runs_on_the_real_node_not_the_venvs_python_wrapper() -> None:
     node = shutil.which("node", path=cli_environment()["PATH"])
     assert node is not None
     assert not Path(node).read_bytes().startswith(b"#!"), node
+
+
+# -- make test, offline and without ../shared ---------------------------------------------------------
+
+
+def test_make_test_offline_without_shared_stops_before_installing_anything(tmp_path: Path) -> None:
+    """The pinned upstream files are checked first (standard library only): offline, and without
+    ../shared or a cache, `make test` stops with the upstream line instead of after pip's retries."""
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for entry in PROJECT_ROOT.iterdir():
+        if entry.name in (".venv", ".venv-checkov", "node_modules", ".cache", "upstream", ".git") or entry.name.startswith("cdk.out"):
+            continue
+        (fresh / entry.name).symlink_to(entry)
+    # A copy, so that its cache is this checkout's (empty), not the project's.
+    shutil.copytree(PROJECT_ROOT / "upstream", fresh / "upstream", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    env.update(SHARED_DIR=str(tmp_path / "no-shared"), UPSTREAM_BASE_URL="http://127.0.0.1:9", PIP_INDEX_URL="http://127.0.0.1:9/simple")
+    result = subprocess.run(
+        ["make", "--no-print-directory", "test"], cwd=fresh, env=env, capture_output=True, text=True, check=False, timeout=600
+    )
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0].startswith("upstream: cannot fetch ")
+    assert result.stderr.splitlines()[0].endswith("put ../shared beside the checkout, or retry with network access")
+    assert not (fresh / ".venv").exists() and not (fresh / "node_modules").exists()
