@@ -142,7 +142,7 @@ def _reduced(dependencies: dict[str, set[str]]) -> list[tuple[str, str]]:
 
     edges = []
     for stack, needs in dependencies.items():
-        for need in needs:
+        for need in sorted(needs):  # a set: sorted, so that the picture is the same every run
             if not any(need in reachable(other) for other in needs if other != need):
                 edges.append((need, stack))
     return edges
