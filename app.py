@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from datetime import date
 from pathlib import Path
@@ -64,6 +65,14 @@ def main() -> int:
     return 0
 
 
+def exit_on_interrupt() -> None:
+    """Ctrl-C reaches every process of the terminal's group: the CDK CLI, this app and the jsii
+    kernel under it. Exit at once, with no traceback from wherever the app was (the CLI's caller,
+    scripts/cdk_run.py, says what happened and discards the half-written output)."""
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+
+
 if __name__ == "__main__":
+    exit_on_interrupt()
     sys.path.insert(0, str(PROJECT_ROOT))
     sys.exit(main())

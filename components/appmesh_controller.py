@@ -15,6 +15,7 @@ from constructs import Construct
 
 from .helm_addon import HelmPin, owned_namespace, pinned_release
 from .irsa import IrsaRole
+from .manifests import kubernetes_manifest
 from .nag import acknowledge, checkov_skip, wildcard_resource
 from .webhook_gate import WebhookGate
 
@@ -67,7 +68,7 @@ class AppMeshController(Construct):
         self.namespace = owned_namespace(self, cluster, CONTROLLER_NAMESPACE)
         self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=CONTROLLER_NAMESPACE, service_account=CONTROLLER_SERVICE_ACCOUNT)
         self._grant_controller_permissions(stack, mesh_name, cloud_map_namespace_arn, cloud_map_zone_id)
-        self.service_account = eks.KubernetesManifest(
+        self.service_account = kubernetes_manifest(
             self,
             "ServiceAccount",
             cluster=cluster,

@@ -15,9 +15,10 @@ from constructs import Construct
 from config.kubernetes import KubernetesRelease
 from config.settings import ClusterConfig
 
-from .log_groups import log_group
+from .log_groups import ServiceLogGroup
 from .nag import acknowledge, managed_policy
 
+EKS_USE_NATIVE_OIDC_PROVIDER = "@aws-cdk/aws-eks:useNativeOidcProvider"
 _ENDPOINT_ACCESS = {
     "public": eks.EndpointAccess.PUBLIC,
     "private": eks.EndpointAccess.PRIVATE,
@@ -53,11 +54,18 @@ class MeshCluster(Construct):
         startup_taints: Sequence[tuple[str, str]] = (),
     ) -> None:
         super().__init__(scope, id)
+        # IRSA (components/irsa.py) reads `cluster.open_id_connect_provider`, which creates the
+        # native AWS::IAM::OIDCProvider (OidcProviderNative, the API that remains) only under this
+        # feature flag, and otherwise the deprecated custom-resource OpenIdConnectProvider, with a
+        # deprecation warning on every synth. cdk.json sets the flag, but an app built without
+        # cdk.json's context (`python app.py`, a test's App) would not: the cluster sets it for itself.
+        self.node.set_context(EKS_USE_NATIVE_OIDC_PROVIDER, True)
         release = config.kubernetes
 
-        # EKS writes control-plane logs to this fixed name and would create it with no expiry;
-        # creating it first is how the retention gets set.
-        self.control_plane_logs = log_group(
+        # EKS writes control-plane logs to this fixed name and would create it with no expiry; the
+        # group exists, with the retention, before the cluster does. EKS recreates it after a
+        # destroy, so it is not CloudFormation's (components/log_groups.py, ServiceLogGroup).
+        self.control_plane_logs = ServiceLogGroup(
             self, "ControlPlaneLogs", name=f"/aws/eks/{config.name}/cluster", days=config.log_retention_days
         )
         self.secrets_key = kms.Key(

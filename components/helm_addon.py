@@ -10,6 +10,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
+from .manifests import kubernetes_manifest
+
 
 @dataclass(frozen=True)
 class HelmPin:
@@ -29,7 +31,7 @@ def owned_namespace(
     metadata: dict[str, Any] = {"name": name}
     if labels:
         metadata["labels"] = dict(labels)
-    return eks.KubernetesManifest(
+    return kubernetes_manifest(
         scope, "Namespace", cluster=cluster, manifest=[{"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}]
     )
 

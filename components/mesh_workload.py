@@ -17,6 +17,7 @@ from constructs import Construct, IConstruct
 from config.topology import Service
 
 from .irsa import IrsaRole
+from .manifests import with_overwrite
 from .nag import acknowledge
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def attach_chart(cluster: eks.ICluster, id: str, chart: cdk8s.Chart, *, after: S
     size = manifest_bytes(chart)
     if size > MAX_MANIFEST_BYTES:
         raise ValueError(f"chart {id} renders {size} bytes, over the {MAX_MANIFEST_BYTES}-byte manifest budget; split it")
-    manifest = cluster.add_cdk8s_chart(id, chart)
+    manifest = with_overwrite(cluster.add_cdk8s_chart(id, chart))
     for dependency in after:
         manifest.node.add_dependency(dependency)
     return manifest

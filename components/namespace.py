@@ -7,13 +7,15 @@ from collections.abc import Mapping, Sequence
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
+from .manifests import kubernetes_manifest
+
 
 def application_namespace(
     scope: Construct, cluster: eks.ICluster, *, name: str, labels: Mapping[str, str], after: Sequence[IConstruct]
 ) -> eks.KubernetesManifest:
     """The namespace with the mesh's labels. Its labels opt its pods into a webhook that fails
     closed, so it is created after `after` (the webhook answering) and deleted before it."""
-    namespace = eks.KubernetesManifest(
+    namespace = kubernetes_manifest(
         scope,
         "ApplicationNamespace",
         cluster=cluster,

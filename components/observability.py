@@ -7,14 +7,15 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from .irsa import IrsaRole
-from .log_groups import log_group
+from .log_groups import ServiceLogGroup
 from .nag import acknowledge, managed_policy
 
 ADDON = "amazon-cloudwatch-observability"
 AGENT_NAMESPACE = "amazon-cloudwatch"
 AGENT_SERVICE_ACCOUNT = "cloudwatch-agent"
-# Log groups the add-on's Fluent Bit and agent write to; created here first so that retention
-# is ours (the add-on would create them with no expiry).
+# Log groups the add-on's Fluent Bit and agent write to; they exist, with our retention, before
+# the add-on does (it would create them with no expiry). The add-on recreates them after a
+# destroy, so they are not CloudFormation's (components/log_groups.py, ServiceLogGroup).
 LOG_GROUPS = ("application", "dataplane", "host", "performance")
 MANAGED_POLICIES = ("CloudWatchAgentServerPolicy", "AWSXrayWriteOnlyAccess")
 
@@ -23,7 +24,7 @@ class ContainerLogs(Construct):
     def __init__(self, scope: Construct, id: str, *, cluster: eks.ICluster, cluster_name: str, retention_days: int) -> None:
         super().__init__(scope, id)
         prefix = f"/aws/containerinsights/{cluster_name}"
-        self.log_groups = [log_group(self, f"Logs-{name}", name=f"{prefix}/{name}", days=retention_days) for name in LOG_GROUPS]
+        self.log_groups = [ServiceLogGroup(self, f"Logs-{name}", name=f"{prefix}/{name}", days=retention_days) for name in LOG_GROUPS]
         self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=AGENT_NAMESPACE, service_account=AGENT_SERVICE_ACCOUNT)
         # The policies AWS documents for this add-on's IRSA role: the CloudWatch agent and
         # Fluent Bit (Container Insights, and Application Signals, which the add-on enables by

@@ -16,6 +16,8 @@ from constructs import Construct, IConstruct
 
 from charts.workloads import checkov_skips
 
+from .manifests import kubernetes_manifest
+
 _UID = 65532  # the nonroot user of distroless and the official kubectl image
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 # Checkov findings every such Job answers the same way; each Job adds its own.
@@ -86,11 +88,15 @@ def apply_and_wait(
     *,
     deadline_seconds: int,
     after: Sequence[IConstruct],
+    prune: bool = True,
 ) -> tuple[eks.KubernetesManifest, eks.KubernetesObjectValue]:
     """Applies `objects` (the Job last) after `after`, and returns the manifest and a value that
     resolves once the Job has succeeded: it polls `.status.succeeded`, which a Job that runs out
-    of attempts or time never gets, so the deploy fails there."""
-    manifest = eks.KubernetesManifest(scope, "Job", cluster=cluster, manifest=objects)
+    of attempts or time never gets, so the deploy fails there.
+
+    `prune`: whether an update deletes the Job it replaces (`kubectl apply --prune`). A rollback
+    then applies the old manifest again, which creates the old Job anew and runs it again."""
+    manifest = kubernetes_manifest(scope, "Job", cluster=cluster, manifest=objects, prune=prune)
     for dependency in after:
         manifest.node.add_dependency(dependency)
     job_metadata = objects[-1]["metadata"]

@@ -96,4 +96,12 @@ class WebhookGate(Construct):
     ) -> None:
         super().__init__(scope, id)
         self.objects = gate_objects(name, namespace, probe, rules, probe_namespace_labels)
-        self.manifest, self.ready = apply_and_wait(self, cluster, self.objects, deadline_seconds=DEADLINE_SECONDS, after=after)
+        # The Job's name changes with its spec (a Job's pod template is immutable: under a fixed
+        # name, an update's apply, and its rollback's, would fail with "field is immutable"). The
+        # Job an update replaces is kept, not pruned: when CloudFormation rolls the update back,
+        # it applies the old manifest again, which then finds the old Job as it was, succeeded,
+        # so the rollback reads that at once. Pruned, the old Job would be created anew and the
+        # rollback would wait for a new dry run against a control plane that is itself being
+        # rolled back, and fail (UPDATE_ROLLBACK_FAILED) if it does not answer within the deadline.
+        # Kept Jobs (one per change of the gate, finished) go with their namespace.
+        self.manifest, self.ready = apply_and_wait(self, cluster, self.objects, deadline_seconds=DEADLINE_SECONDS, after=after, prune=False)

@@ -23,16 +23,19 @@ import yaml
 from . import instances
 from .errors import ConfigError
 from .kubernetes import KubernetesRelease, release_for
+from .regions import REGIONS, SUPPORTED_PARTITION, partition_of
 from .topology import Topology, parse_topology, parse_weights
 from .validate import as_list, check_bool, check_cidr, check_dns_label, check_int, suggest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGION = "us-west-1"
 
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _DOMAIN_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(role|user|assumed-role)/[\w+=,.@/-]+$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
+# What `aws sts get-caller-identity` prints as Arn for a role's session; EKS access entries take
+# IAM principals only (a session is not one).
+_SESSION_ARN = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[^/]+$")
 _STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
@@ -243,9 +246,29 @@ def _topology_patch(value: Any) -> Mapping[str, Any]:
     return value
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first_line: int, line: int) -> None:
+        super().__init__(key)
+        self.key, self.first_line, self.line = key, first_line, line
+
+
 class _TextFloatLoader(yaml.SafeLoader):
     """YAML reads `kubernetes_version: 1.30` as the float 1.3; no setting is a float, so a number
-    with a fraction keeps the text the user wrote ("1.30"), and the message names that."""
+    with a fraction keeps the text the user wrote ("1.30"), and the message names that.
+
+    A key given twice in one mapping is refused: YAML keeps the last silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, bool)) and key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _TextFloatLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: str(node.value))
@@ -260,11 +283,27 @@ def load_config_file(path_value: Any, project_root: Path = PROJECT_ROOT) -> dict
         data = yaml.load(path.read_text(), Loader=_TextFloatLoader)
     except FileNotFoundError:
         raise ConfigError("config", str(path_value), f"file not found (looked for {path})") from None
+    except _DuplicateKey as duplicate:
+        raise ConfigError(
+            "config",
+            str(path_value),
+            f"key {duplicate.key!r} is given twice in one mapping, on line {duplicate.first_line} and line {duplicate.line} "
+            "(YAML would keep the last silently); keep one",
+        ) from None
     except yaml.YAMLError as error:
-        raise ConfigError("config", str(path_value), f"is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise ConfigError("config", str(path_value), f"is not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(data, dict):
         raise ConfigError("config", str(path_value), "the file must hold a YAML mapping of setting: value")
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What PyYAML found and where (line and column from 1), on one line."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        context = f" ({error.context})" if error.context else ""
+        return f"{error.problem}{context} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(error).splitlines()[0]
 
 
 def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: date | None = None) -> AppConfig:
@@ -281,8 +320,21 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: d
     # Not CDK_DEFAULT_REGION: the CDK CLI always sets it (us-east-1 when the profile names no
     # region), so it would silently override the documented default. cdk.json says us-west-1.
     region = values.get("region") or DEFAULT_REGION
-    if not isinstance(region, str) or not _REGION.match(region):
-        raise ConfigError("region", region, "must be an AWS region code such as us-west-1 or eu-central-1")
+    partition = partition_of(region) if isinstance(region, str) else None
+    if partition is None:
+        raise ConfigError(
+            "region",
+            region,
+            f"is not an AWS region{suggest(str(region), REGIONS[SUPPORTED_PARTITION])}; "
+            f"the {SUPPORTED_PARTITION} partition's regions are listed in config/regions.py, e.g. {DEFAULT_REGION}",
+        )
+    if partition != SUPPORTED_PARTITION:
+        raise ConfigError(
+            "region",
+            region,
+            f"is in the {partition} partition; this app is built and tested for the {SUPPORTED_PARTITION} partition only "
+            f"(config/regions.py): choose a region such as {DEFAULT_REGION}",
+        )
     stack_prefix = values.get("stack_prefix", "AppMesh")
     if not isinstance(stack_prefix, str) or not _STACK_PREFIX.match(stack_prefix):
         raise ConfigError(
@@ -455,8 +507,9 @@ def _network(values: Mapping[str, Any], region: str) -> NetworkConfig:
     if zones and len(zones) != max_azs:
         raise ConfigError("max_azs", max_azs, f"must equal the number of availability_zones given ({len(zones)})")
     if not zones and max_azs > 2:
-        # Without an account, CDK cannot look up a region's zones (that needs credentials), and
-        # an environment-agnostic VPC spans 2; naming the zones keeps synth offline.
+        # Synth never looks zones up (that needs credentials, and a pipeline's synth may not
+        # assume the lookup role): unnamed, the VPC spans the two zones Fn::GetAZs selects at
+        # deploy time (stacks/network.py); naming the zones keeps more than two offline.
         raise ConfigError(
             "max_azs", max_azs, f"more than 2 zones needs availability_zones listed explicitly, e.g. [{region}a, {region}b, {region}c]"
         )
@@ -510,6 +563,16 @@ def _cluster(values: Mapping[str, Any]) -> ClusterConfig:
             "endpoint_public_cidrs", list(public_cidrs), "has no effect with endpoint_access=private; remove it or allow public access"
         )
     admin = values.get("admin_principal_arn") or None
+    session = _SESSION_ARN.match(str(admin)) if admin is not None else None
+    if session:
+        partition, account, role = session.groups()
+        raise ConfigError(
+            "admin_principal_arn",
+            admin,
+            "is an STS session (the Arn `aws sts get-caller-identity` prints for an assumed role), which EKS access "
+            f"entries refuse; pass the role's ARN, likely arn:{partition}:iam::{account}:role/{role} (a session ARN "
+            f"leaves out the role's path, if it has one: `aws iam get-role --role-name {role} --query Role.Arn` prints it)",
+        )
     if admin is not None and not _ROLE_ARN.match(str(admin)):
         raise ConfigError("admin_principal_arn", admin, "must be an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/Admin")
     return ClusterConfig(

@@ -15,6 +15,7 @@ command that judges it from this Envoy's stats; --load gives it traffic to judge
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import sys
@@ -30,6 +31,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import yaml  # noqa: E402
+
+from app import use_venv_node  # noqa: E402
+
+# Before anything starts the jsii kernel (the backends' capability check does): on the venv's real
+# Node, not its bin/node wrapper, which prints a Python traceback when Ctrl-C reaches it.
+use_venv_node()
 
 from config import ConfigError  # noqa: E402
 from localmesh.processes import ServiceError, fault_env  # noqa: E402
@@ -217,4 +224,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before the mesh was started: nothing to stop
+        print("\nstopped before the local mesh started", file=sys.stderr)
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Without the interpreter's exit handlers: Ctrl-C also stopped the jsii kernel, and jsii's
+    # handler would report that with a traceback. Every process the mesh started is stopped by now.
+    os._exit(code)

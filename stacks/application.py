@@ -111,7 +111,10 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
     service_stacks = tuple(
         MeshServicesStack(
             scope,
-            name("MeshServices" if len(slices) == 1 else f"MeshServices{index + 1}"),
+            # The first slice's name never depends on how many there are: renamed at the 41st
+            # service, it would be a new stack re-creating every object of the old one, and the
+            # old one an orphan that `cdk destroy --all` no longer lists.
+            name("MeshServices" if index == 0 else f"MeshServices{index + 1}"),
             config=config,
             backend=backend,
             services=slice_,
@@ -128,7 +131,7 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
         context=platform.context,
         backend=backend,
         after=platform.ready,
-        service_manifests=[manifest for stack in service_stacks for manifest in stack.manifests.values()],
+        service_manifests={name: manifest for stack in service_stacks for name, manifest in stack.manifests.items()},
         metrics=platform.metrics,
         env=env,
         description=f"{title}: routes, workshop names, ingress gateway",

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Annotations, CfnOutput, Duration, Stack
+from aws_cdk import Annotations, CfnOutput, CfnResource, Duration, Stack
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
 from backends.base import MeshBackend, MetricsWorkspace, PlatformContext
 from charts.workloads import routing_chart, service_chart
 from components.canary_analysis import CanaryAnalysis
+from components.manifests import object_digest
 from components.mesh_workload import WorkloadRole, attach_chart, imported_cluster, service_image
 from components.smoke_test import SmokeTest
 from config.settings import AppConfig
@@ -88,7 +89,7 @@ class MeshRoutingStack(Stack):
         context: PlatformContext,
         backend: MeshBackend,
         after: list[IConstruct],
-        service_manifests: Sequence[eks.KubernetesManifest],
+        service_manifests: Mapping[str, eks.KubernetesManifest],
         metrics: MetricsWorkspace | None = None,
         **kwargs: Any,
     ) -> None:
@@ -108,7 +109,7 @@ class MeshRoutingStack(Stack):
             )
             for vs in topology.virtual_services
         }
-        backend.name_records(self, context, after=[*after, *service_manifests, *self.routing.values()])
+        backend.name_records(self, context, after=[*after, *service_manifests.values(), *self.routing.values()])
 
         self.gateway = None
         self.urls: dict[str, str] = {}
@@ -126,12 +127,19 @@ class MeshRoutingStack(Stack):
             # Load balancer addresses exist only once Kubernetes has provisioned them; read them
             # back through the kubectl provider so they become stack outputs and smoke-test inputs.
             self.urls["gateway"] = self._load_balancer_url(
-                local_cluster, "Gateway", self.gateway.service_name, mesh.namespace, *self.gateway.installed
+                local_cluster, "Gateway", self.gateway.service_name, mesh.namespace, self.gateway.installed, *self.gateway.installed
             )
             CfnOutput(self, "GatewayUrl", value=self.urls["gateway"], description="Internal NLB of the gateway: <url>/eks/")
         for service in topology.services:
             if service.exposure != "none":
-                url = self._load_balancer_url(local_cluster, f"Service-{service.name}", service.name, mesh.namespace, *service_manifests)
+                url = self._load_balancer_url(
+                    local_cluster,
+                    f"Service-{service.name}",
+                    service.name,
+                    mesh.namespace,
+                    [service_manifests[service.name]],
+                    *service_manifests.values(),
+                )
                 self.urls[service.name] = url
                 CfnOutput(self, f"{_camel(service.name)}Url", value=url, description=f"The {service.name} service's {service.exposure} NLB")
         self.smoke_test = SmokeTest(
@@ -178,7 +186,15 @@ class MeshRoutingStack(Stack):
         )
         return analysis
 
-    def _load_balancer_url(self, cluster: eks.ICluster, id: str, name: str, namespace: str, *after: IConstruct) -> str:
+    def _load_balancer_url(
+        self, cluster: eks.ICluster, id: str, name: str, namespace: str, definers: Sequence[IConstruct], *after: IConstruct
+    ) -> str:
+        """The load balancer's address, read back once Kubernetes has provisioned it.
+
+        `definers`: the manifest or Helm release that renders the Service. CloudFormation reads
+        the address again only when this value's properties change, and a changed Service (its
+        scheme, its source ranges) can mean a new NLB with a new name: the digest of the Service's
+        definition is a property, so the output follows the Service."""
         value = eks.KubernetesObjectValue(
             self,
             f"Address-{id}",
@@ -191,6 +207,9 @@ class MeshRoutingStack(Stack):
         )
         for dependency in after:
             value.node.add_dependency(dependency)
+        (resource,) = [child for child in value.node.find_all() if isinstance(child, CfnResource)]
+        # Read by no handler (the kubectl provider's reads only its own properties): it is there to change.
+        resource.add_property_override("ServiceDigest", object_digest(definers, kind="Service", name=name, namespace=namespace))
         return f"http://{value.value}"
 
 

@@ -82,3 +82,42 @@ def test_a_synth_warning_is_acknowledged_by_its_id(tmp_path: Path) -> None:
     assert quiet.returncode == 0, quiet.stderr
     assert "frontend is exposed to 0.0.0.0/0" not in quiet.stdout + quiet.stderr
     assert "AWS shut App Mesh down" in quiet.stdout + quiet.stderr
+
+
+def test_synth_prints_no_deprecation_warning_even_without_cdk_json_feature_flags(tmp_path: Path) -> None:
+    """IRSA reads the cluster's OIDC provider; without the `useNativeOidcProvider` flag aws-cdk-lib
+    creates the deprecated OpenIdConnectProvider (a custom resource) and warns. The cluster sets
+    the flag for itself, so the native AWS::IAM::OIDCProvider is what any synth gets."""
+    import json
+
+    settings = {k: v for k, v in json.loads((PROJECT_ROOT / "cdk.json").read_text())["context"].items() if not k.startswith("@")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDK_")}
+    env.update({"CDK_CONTEXT_JSON": json.dumps(settings), "CDK_OUTDIR": str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "app.py")], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deprecated" not in (result.stdout + result.stderr).lower(), result.stderr
+    cluster = json.loads((tmp_path / "AppMesh-Cluster.template.json").read_text())["Resources"]
+    types = sorted({r["Type"] for r in cluster.values() if "OIDC" in r["Type"].upper() or "OpenIdConnect" in r["Type"]})
+    assert types == ["AWS::IAM::OIDCProvider"]
+
+
+def test_synth_with_cdk_json_prints_no_deprecation_warning(tmp_path: Path) -> None:
+    result = run_app(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "deprecated" not in (result.stdout + result.stderr).lower(), result.stderr
+
+
+def test_two_synths_are_byte_identical_in_every_file(tmp_path: Path) -> None:
+    """Two processes, as two `cdk synth` runs are: each jsii kernel runs from its own temporary
+    folder, which stack traces in the metadata would carry (cdk.json turns them off)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for outdir in (first, second):
+        outdir.mkdir()
+        result = run_app(outdir)
+        assert result.returncode == 0, result.stderr
+    files = sorted(str(p.relative_to(first)) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(second)) for p in second.rglob("*") if p.is_file())
+    assert any(name.endswith(".metadata.json") for name in files)
+    assert [name for name in files if (first / name).read_bytes() != (second / name).read_bytes()] == []

@@ -88,6 +88,37 @@ def test_the_preflight_handler_fails_with_the_message_when_aws_does_not_answer(m
     }
 
 
+def test_the_preflight_client_gives_up_well_within_the_minute_it_promises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check promises to stop within about a minute (its Lambda's timeout is 60 s): a dead
+    endpoint must fail the call first, with the message, not time the Lambda out without one.
+    Pinned here: 5 s to connect, 10 s to read, and `max_attempts` 2, which botocore counts as
+    retries after the first request (botocore/config.py: "setting this value to 2 will result in
+    the request being retried at most two times after the initial request"): 3 requests of at most
+    15 s, 45 s, plus a few seconds of back-off, inside the Lambda's 60 s."""
+    import sys
+    import types
+
+    from components.preflight import index
+
+    made: dict[str, Any] = {}
+
+    class Config:
+        def __init__(self, **kwargs: Any) -> None:
+            made["config"] = kwargs
+
+    botocore_config = types.ModuleType("botocore.config")
+    botocore_config.Config = Config  # type: ignore[attr-defined]
+    boto3 = types.ModuleType("boto3")
+    boto3.client = lambda service, config: made.update(service=service) or object()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "boto3", boto3)
+    monkeypatch.setitem(sys.modules, "botocore", types.ModuleType("botocore"))
+    monkeypatch.setitem(sys.modules, "botocore.config", botocore_config)
+    index._client("appmesh")
+    assert made == {"service": "appmesh", "config": {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2}}}
+    config = made["config"]
+    assert (config["connect_timeout"] + config["read_timeout"]) * (1 + config["retries"]["max_attempts"]) <= 45
+
+
 def test_app_mesh_status_is_announced_at_synth_as_aws_states_it(application: Any) -> None:
     from aws_cdk.assertions import Annotations
 

@@ -225,3 +225,44 @@ def test_the_same_stage_definition_deploys_istio(tmp_path: Path) -> None:
         if p["Type"] == "AWS::CodeBuild::Project" and "make test" in json.dumps(p)
     ]
     assert "mesh_backend=istio" in json.dumps(synth["Properties"]["Source"]["BuildSpec"])
+
+
+def _lookups(outdir: Path) -> dict[str, list[str]]:
+    """Each cloud assembly (the top one and each stage's) -> the context lookups it leaves to the
+    CLI (`missing` in its manifest), which would need credentials and the bootstrap lookup role."""
+    return {
+        str(manifest.relative_to(outdir)): [entry["key"] for entry in json.loads(manifest.read_text()).get("missing", [])]
+        for manifest in [outdir / "manifest.json", *sorted(outdir.glob("assembly-*/manifest.json"))]
+    }
+
+
+_GET_AZS = [{"Fn::Select": [index, {"Fn::GetAZs": ""}]} for index in (0, 1)]
+
+
+def test_the_stages_and_the_direct_app_synthesize_with_an_account_and_no_lookup(pipeline_synth: Synthesized, tmp_path: Path) -> None:
+    """In CodeBuild the app sees a real account; the pipeline's synth role may not assume the
+    lookup role and cdk.context.json is not committed, so nothing may need a lookup. The zones
+    are CloudFormation's (Fn::GetAZs), as in an environment-agnostic synth."""
+    direct = synthesize(tmp_path, {"account": "123456789012"})
+    assert _lookups(pipeline_synth.outdir) == {
+        "manifest.json": [],
+        "assembly-AppMesh-Pipeline-Dev/manifest.json": [],
+        "assembly-AppMesh-Pipeline-Prod/manifest.json": [],
+    }
+    assert _lookups(direct.outdir) == {"manifest.json": []}
+    for synth, network in (
+        (direct, direct.application.network),
+        (pipeline_synth, pipeline_synth.application.stages["dev"].application.network),
+    ):
+        subnets = synth.template(network).find_resources("AWS::EC2::Subnet")
+        assert sorted((s["Properties"]["AvailabilityZone"] for s in subnets.values()), key=json.dumps) == sorted(
+            _GET_AZS * 2, key=json.dumps
+        )
+
+
+def test_named_zones_need_no_lookup_either(tmp_path: Path) -> None:
+    zones = "us-west-1a,us-west-1b,us-west-1c"
+    direct = synthesize(tmp_path, {"account": "123456789012", "availability_zones": zones, "max_azs": 3})
+    assert _lookups(direct.outdir) == {"manifest.json": []}
+    subnets = direct.template(direct.application.network).find_resources("AWS::EC2::Subnet")
+    assert sorted(s["Properties"]["AvailabilityZone"] for s in subnets.values()) == sorted(zones.split(",") * 2)

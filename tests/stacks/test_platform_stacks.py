@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 
 from tests.conftest import Synthesized
@@ -43,6 +44,83 @@ def test_flow_logs_go_to_cloudwatch_with_retention(default_synth: Synthesized, a
     template.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 30})
 
 
+# -- log groups a service names ------------------------------------------------------------------
+
+
+def _service_log_group(template: Any, name: str) -> str:
+    """The one custom resource that gives the service-named group `name` its retention and the
+    stack's logs key; its logical id."""
+    (found,) = [
+        lid
+        for lid, r in template.find_resources("Custom::ServiceLogGroup").items()
+        if r["Properties"]["LogGroupName"] == name and r["Properties"]["RetentionInDays"] == 30
+    ]
+    resource = template.to_json()["Resources"][found]
+    assert resource["Properties"]["KmsKeyArn"] == {"Fn::GetAtt": [_logs_key(template), "Arn"]}
+    assert resource.get("DeletionPolicy", "Delete") == "Delete"
+    return found
+
+
+def _logs_key(template: Any) -> str:
+    (key,) = [lid for lid in template.find_resources("AWS::KMS::Key") if lid.startswith("LogsKey")]
+    return key
+
+
+def test_no_stack_owns_a_log_group_an_aws_service_names(synths: Any) -> None:
+    """EKS (/aws/eks/<cluster>/cluster) and the CloudWatch add-on (/aws/containerinsights/<cluster>/*)
+    create these themselves, and again after a destroy: a CloudFormation-owned group of that name
+    makes the next deploy fail with "already exists"."""
+    for backend in ("appmesh", "istio", "lattice"):
+        synth = synths[backend]
+        for stack in synth.application.stacks:
+            for lid, group in synth.template(stack).find_resources("AWS::Logs::LogGroup").items():
+                name = json.dumps(group["Properties"].get("LogGroupName", ""))
+                assert "/aws/eks/" not in name and "/aws/containerinsights/" not in name, f"{backend} {stack.stack_name}/{lid}: {name}"
+
+
+def test_the_cluster_is_created_after_its_control_plane_log_group_has_its_retention(default_synth: Synthesized, application: Any) -> None:
+    template = default_synth.template(application.cluster)
+    group = _service_log_group(template, "/aws/eks/app-mesh/cluster")
+    (cluster,) = template.find_resources("AWS::EKS::Cluster").values()
+    assert group in cluster["DependsOn"]
+
+
+def test_the_log_group_handler_may_touch_exactly_its_groups(default_synth: Synthesized, application: Any) -> None:
+    template = default_synth.template(application.platform)
+    statements = [
+        s
+        for p in template.find_resources("AWS::IAM::Policy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if "logs:PutRetentionPolicy" in json.dumps(s)
+    ]
+    groups = sorted(
+        r.replace("arn:aws:logs:us-west-1:<account>:log-group:", "")
+        for s in statements
+        for r in ([s["Resource"]] if isinstance(s["Resource"], (str, dict)) else s["Resource"])
+        for r in [_arn(r)]
+    )
+    assert groups == sorted(
+        f"/aws/containerinsights/app-mesh/{group}{suffix}"
+        for group in ("application", "dataplane", "host", "performance")
+        for suffix in ("", ":*")
+    )
+    assert {tuple(sorted(s["Action"])) for s in statements} == {
+        ("logs:AssociateKmsKey", "logs:CreateLogGroup", "logs:DisassociateKmsKey", "logs:PutRetentionPolicy")
+    }
+    # One handler for the stack's four groups.
+    assert [r["Properties"]["Handler"] for r in template.find_resources("AWS::Lambda::Function").values()].count("index.on_event") == 1
+
+
+def _arn(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    parts = value["Fn::Join"][1]
+    return "".join(
+        p if isinstance(p, str) else {"AWS::Partition": "<partition>", "AWS::AccountId": "<account>", "AWS::Region": "us-west-1"}[p["Ref"]]
+        for p in parts
+    )
+
+
 # -- cluster ---------------------------------------------------------------------------------
 
 
@@ -61,7 +139,7 @@ def test_cluster_runs_the_configured_version_with_all_control_plane_logs(default
             "ResourcesVpcConfig": Match.object_like({"EndpointPrivateAccess": True, "EndpointPublicAccess": True}),
         },
     )
-    template.has_resource_properties("AWS::Logs::LogGroup", {"LogGroupName": "/aws/eks/app-mesh/cluster", "RetentionInDays": 30})
+    _service_log_group(template, "/aws/eks/app-mesh/cluster")
 
 
 def test_kubectl_layer_matches_the_cluster_version(default_synth: Synthesized, application: Any) -> None:
@@ -147,10 +225,10 @@ def test_container_logs_add_on_has_its_own_irsa_and_log_retention(default_synth:
             "ServiceAccountRoleArn": {"Fn::GetAtt": [Match.string_like_regexp("ContainerLogsIdentityRole"), "Arn"]},
         },
     )
+    (addon,) = template.find_resources("AWS::EKS::Addon").values()
     for group in ("application", "dataplane", "host", "performance"):
-        template.has_resource_properties(
-            "AWS::Logs::LogGroup", {"LogGroupName": f"/aws/containerinsights/app-mesh/{group}", "RetentionInDays": 30}
-        )
+        # Retention set before the add-on writes its first event.
+        assert _service_log_group(template, f"/aws/containerinsights/app-mesh/{group}") in addon["DependsOn"]
     (role,) = [r for name, r in template.find_resources("AWS::IAM::Role").items() if name.startswith("ContainerLogsIdentityRole")]
     attached = json.dumps(role["Properties"]["ManagedPolicyArns"])
     assert "policy/CloudWatchAgentServerPolicy" in attached and "policy/AWSXrayWriteOnlyAccess" in attached
@@ -196,3 +274,90 @@ def test_each_backend_creates_the_name_services_it_uses_and_no_others(synths: An
             continue
         types = {r["Type"] for r in synths[backend].template_json(application.discovery)["Resources"].values()}
         assert types == expected[backend], backend
+
+
+# -- the service log group handler (components/service_log_group/index.py) -------------------------
+
+
+class _AwsError(Exception):
+    """What botocore raises: a ClientError with the error code in `response`."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.response = {"Error": {"Code": code}}
+
+
+class _Logs:
+    """CloudWatch Logs as the handler sees it: `existing` groups, every call recorded."""
+
+    def __init__(self, existing: set[str], fail: dict[str, str] | None = None) -> None:
+        self.existing = existing
+        self.fail = fail or {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, action: str) -> Any:
+        def call(**kwargs: Any) -> dict[str, Any]:
+            self.calls.append((action, kwargs))
+            if action in self.fail:
+                raise _AwsError(self.fail[action])
+            if action == "create_log_group":
+                if kwargs["logGroupName"] in self.existing:
+                    raise _AwsError("ResourceAlreadyExistsException")
+                self.existing.add(kwargs["logGroupName"])
+            return {}
+
+        return call
+
+
+_GROUP = "/aws/eks/app-mesh/cluster"
+_KEY = "arn:aws:kms:us-west-1:123456789012:key/1234"
+_PROPERTIES = {"LogGroupName": _GROUP, "RetentionInDays": "30", "KmsKeyArn": _KEY, "ServiceToken": "arn:aws:lambda:..."}
+
+
+def test_the_handler_creates_an_absent_group_with_the_key_and_the_retention() -> None:
+    from components.service_log_group.index import on_event
+
+    logs = _Logs(existing=set())
+    assert on_event({"RequestType": "Create", "ResourceProperties": _PROPERTIES}, None, client=logs) == {"PhysicalResourceId": _GROUP}
+    assert logs.calls == [
+        ("create_log_group", {"logGroupName": _GROUP, "kmsKeyId": _KEY}),
+        ("put_retention_policy", {"logGroupName": _GROUP, "retentionInDays": 30}),
+    ]
+
+
+@pytest.mark.parametrize("request_type", ["Create", "Update"])
+def test_the_handler_adopts_a_group_the_service_created(request_type: str) -> None:
+    """After a destroy, EKS (or the add-on) has recreated the group: not an error; key and retention are set on it."""
+    from components.service_log_group.index import on_event
+
+    logs = _Logs(existing={_GROUP})
+    event = {"RequestType": request_type, "ResourceProperties": _PROPERTIES, "PhysicalResourceId": _GROUP}
+    assert on_event(event, None, client=logs) == {"PhysicalResourceId": _GROUP}
+    assert logs.calls == [
+        ("create_log_group", {"logGroupName": _GROUP, "kmsKeyId": _KEY}),
+        ("associate_kms_key", {"logGroupName": _GROUP, "kmsKeyId": _KEY}),
+        ("put_retention_policy", {"logGroupName": _GROUP, "retentionInDays": 30}),
+    ]
+
+
+def test_the_handler_leaves_the_group_on_delete_and_releases_the_stacks_key() -> None:
+    from components.service_log_group.index import on_event
+
+    for fail in ({}, {"disassociate_kms_key": "ResourceNotFoundException"}):
+        logs = _Logs(existing={_GROUP}, fail=fail)
+        event = {"RequestType": "Delete", "ResourceProperties": _PROPERTIES, "PhysicalResourceId": _GROUP}
+        assert on_event(event, None, client=logs) == {"PhysicalResourceId": _GROUP}
+        assert logs.calls == [("disassociate_kms_key", {"logGroupName": _GROUP})]
+        assert logs.existing == {_GROUP}
+
+
+@pytest.mark.parametrize(
+    ("request_type", "fail"),
+    [("Create", {"create_log_group": "AccessDeniedException"}), ("Delete", {"disassociate_kms_key": "AccessDeniedException"})],
+)
+def test_the_handler_fails_on_any_other_error(request_type: str, fail: dict[str, str]) -> None:
+    from components.service_log_group.index import on_event
+
+    event = {"RequestType": request_type, "ResourceProperties": _PROPERTIES, "PhysicalResourceId": _GROUP}
+    with pytest.raises(_AwsError, match="AccessDeniedException"):
+        on_event(event, None, client=_Logs(existing=set(), fail=fail))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import BACKEND_OVERRIDES, Synthesized, cdk_json_context, synthesize
-from tests.stacks.support import changes, manifest_with, manifests
+from tests.stacks.support import changes, manifest_of, manifest_with, manifests
 
 BACKENDS = ["appmesh", "istio", "lattice"]
 
@@ -121,7 +121,87 @@ def test_a_service_added_at_the_end_leaves_every_other_where_it_was(tmp_path: An
     before = synthesize(tmp_path / "before", {"services_per_stack": 2})
     added = {"services": {"nodejsv3": {"source": "services/nodejs", "build_args": {"APP_VERSION": "3"}}}}
     after = synthesize(tmp_path / "after", {"services_per_stack": 2, "topology": json.dumps(added)})
-    assert [s.stack_name for s in before.application.services] == ["AppMesh-MeshServices1", "AppMesh-MeshServices2"]
-    assert [s.stack_name for s in after.application.services] == ["AppMesh-MeshServices1", "AppMesh-MeshServices2", "AppMesh-MeshServices3"]
+    assert [s.stack_name for s in before.application.services] == ["AppMesh-MeshServices", "AppMesh-MeshServices2"]
+    assert [s.stack_name for s in after.application.services] == ["AppMesh-MeshServices", "AppMesh-MeshServices2", "AppMesh-MeshServices3"]
     for old, new in zip(before.application.services, after.application.services, strict=False):
         assert before.template_json(old)["Resources"] == after.template_json(new)["Resources"], old.stack_name
+
+
+def test_the_first_services_stack_keeps_its_name_and_resources_at_the_41st_service(tmp_path: Any) -> None:
+    """At services_per_stack (40) services there is one services stack; the 41st service opens a
+    second. The first must stay what it was (name, logical ids, resources): renamed, CloudFormation
+    would see a new stack re-creating every object of the old one, which would be orphaned."""
+    from scripts.scale import scale_context
+
+    context = scale_context(40)
+    forty = synthesize(tmp_path / "forty", context)
+    # The 41st is a service of its own, appended (a config file's merge appends it): it changes
+    # nothing of the first 40, so whatever differs in the first stack is the split's doing.
+    grown = copy.deepcopy(context)
+    grown["topology"]["services"]["svc-extra"] = {"source": "services/nodejs", "replicas": 1}
+    forty_one = synthesize(tmp_path / "forty-one", grown)
+    assert [s.stack_name for s in forty.application.services] == ["AppMesh-MeshServices"]
+    assert [s.stack_name for s in forty_one.application.services] == ["AppMesh-MeshServices", "AppMesh-MeshServices2"]
+    second = forty_one.template_json(forty_one.application.services[1])["Resources"]
+    assert [lid for lid, r in second.items() if r["Type"] == "Custom::AWSCDK-EKS-KubernetesResource"] == [
+        lid for lid in second if lid.startswith("ClusterServicesvcextra")
+    ]
+    before = forty.template_json(forty.application.services[0])["Resources"]
+    after = forty_one.template_json(forty_one.application.services[0])["Resources"]
+    assert sorted(after) == sorted(before)
+    assert after == before
+
+
+# -- load balancer URLs follow their Service ------------------------------------------------------
+
+
+def _address_digests(synth: Synthesized) -> dict[str, str | None]:
+    """Each load-balancer address the routing stack reads back (by logical id) -> its ServiceDigest."""
+    resources = synth.template_json(synth.application.routing)["Resources"]
+    return {
+        lid: r["Properties"].get("ServiceDigest")
+        for lid, r in resources.items()
+        if r["Type"] == "Custom::AWSCDK-EKS-KubernetesObjectValue" and lid.startswith("Address")
+    }
+
+
+def _service_object(synth: Synthesized, name: str) -> dict[str, Any]:
+    """The Service `name` as the services stack's manifest holds it, without the prune label."""
+    for stack in synth.application.services:
+        for resource in synth.template_json(stack)["Resources"].values():
+            if resource["Type"] != "Custom::AWSCDK-EKS-KubernetesResource":
+                continue
+            for o in manifest_of(resource):
+                if o["kind"] == "Service" and o["metadata"]["name"] == name:
+                    o["metadata"]["labels"] = {k: v for k, v in o["metadata"].get("labels", {}).items() if not k.startswith("aws.cdk.eks/")}
+                    return o  # type: ignore[no-any-return]
+    raise AssertionError(f"no Service {name}")
+
+
+def test_the_frontend_url_is_read_again_when_its_service_changes(synths: Any) -> None:
+    """CloudFormation re-reads a KubernetesObjectValue only when its properties change; the NLB's
+    name changes when the Service is recreated or its scheme changes. The digest of the Service's
+    definition is one of the properties."""
+    import hashlib
+
+    synth = synths["appmesh"]
+    (frontend,) = [lid for lid in _address_digests(synth) if lid.startswith("AddressServicefrontend")]
+    expected = hashlib.sha256(json.dumps([_service_object(synth, "frontend")], sort_keys=True).encode()).hexdigest()[:16]
+    assert _address_digests(synth)[frontend] == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_changed_service_changes_the_address_read_and_nothing_else_does(synths: Any, backend: str, tmp_path: Any) -> None:
+    before = _address_digests(synths[backend])
+    assert [lid.startswith("AddressGateway") for lid in sorted(before)] == [True, False]
+    assert [lid.startswith("AddressServicefrontend") for lid in sorted(before)] == [False, True]
+    assert all(before.values())
+    topology = {"services": {"frontend": {"source_cidrs": ["203.0.113.0/24"]}}}
+    frontend_changed = synthesize(tmp_path / "frontend", {**BACKEND_OVERRIDES[backend], "topology": json.dumps(topology)})
+    after = _address_digests(frontend_changed)
+    assert {lid for lid in before if before[lid] != after[lid]} == {lid for lid in before if lid.startswith("AddressServicefrontend")}
+    gateway_changed = synthesize(
+        tmp_path / "gateway", {**BACKEND_OVERRIDES[backend], "topology": json.dumps({"gateway": {"scheme": "internet-facing"}})}
+    )
+    after = _address_digests(gateway_changed)
+    assert {lid for lid in before if before[lid] != after[lid]} == {lid for lid in before if lid.startswith("AddressGateway")}

@@ -85,3 +85,19 @@ def test_the_lattice_example_is_within_what_lattice_expresses() -> None:
 def test_the_readme_parity_table_is_the_generated_one() -> None:
     """scripts/parity_table.py --write regenerates it from the capability tables."""
     assert readme_table((PROJECT_ROOT / "README.md").read_text()) == table()
+
+
+def test_the_readmes_parity_command_runs_from_a_python_without_the_venv() -> None:
+    """The README says `python scripts/parity_table.py`; a Python outside the venv lacks aws_cdk."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base_python = Path(sys.base_prefix) / "bin" / "python3"
+    assert subprocess.run([str(base_python), "-c", "import aws_cdk"], capture_output=True, check=False).returncode != 0
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [str(base_python), "scripts/parity_table.py"], cwd=root, capture_output=True, text=True, check=False, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == table()

@@ -36,8 +36,8 @@ TOOLS = frozenset({"localmesh", "meshdiff", "scripts", "conformance"})
 APART = frozenset({"canary"})
 # The floors that must not import aws_cdk: everything up to the renderers.
 PURE = frozenset(package for package, level in FLOOR.items() if level <= FLOOR["charts"])
-# The preflight handler is Lambda code that runs in AWS with its own runtime, not part of the app.
-NOT_APP_CODE = ("components/preflight/",)
+# The Lambda handlers (the preflight, the service log groups) run in AWS with their own runtime, not part of the app.
+NOT_APP_CODE = ("components/preflight/", "components/service_log_group/")
 
 
 def product_sources(root: Path = PROJECT_ROOT) -> dict[str, str]:

@@ -55,9 +55,51 @@ def test_feature_flags_and_toolkit_keys_are_not_settings() -> None:
     config_with(**{"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:enable-path-metadata": True})
 
 
-@pytest.mark.parametrize("region", ["us-west", "US-WEST-1", "uswest1", "us-west-1a"])
-def test_malformed_region_is_refused(region: str) -> None:
-    assert error_for(region=region) == f"config error: region={region!r}: must be an AWS region code such as us-west-1 or eu-central-1"
+@pytest.mark.parametrize(
+    ("region", "suggestion"),
+    [
+        ("us-west", " (did you mean us-west-2?)"),
+        ("US-WEST-1", ""),
+        ("uswest1", " (did you mean us-west-1?)"),
+        ("us-west-1a", " (did you mean us-west-1?)"),
+        ("us-weast-1", " (did you mean us-west-1?)"),
+        ("eu-central-3", " (did you mean eu-central-2?)"),
+    ],
+)
+def test_a_region_the_partition_does_not_have_is_refused(region: str, suggestion: str) -> None:
+    """Well-formed is not enough: `us-weast-1` would synthesize and fail at deploy."""
+    assert error_for(region=region) == (
+        f"config error: region={region!r}: is not an AWS region{suggestion}; "
+        "the aws partition's regions are listed in config/regions.py, e.g. us-west-1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("region", "partition"), [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov"), ("eusc-de-east-1", "aws-eusc")]
+)
+def test_a_region_of_another_partition_is_refused_in_one_line(region: str, partition: str) -> None:
+    assert error_for(region=region) == (
+        f"config error: region={region!r}: is in the {partition} partition; this app is built and tested for the aws "
+        "partition only (config/regions.py): choose a region such as us-west-1"
+    )
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "ap-southeast-7", "mx-central-1", "il-central-1"])
+def test_every_region_of_the_aws_partition_is_accepted(region: str) -> None:
+    assert config_with(region=region).region == region
+
+
+def test_the_region_table_is_the_pinned_aws_cdk_libs() -> None:
+    """config/regions.py is a committed copy (config/ does not import aws_cdk); a bump of
+    aws-cdk-lib that knows another region fails here until the copy has it."""
+    from aws_cdk import region_info
+
+    from config.regions import REGIONS
+
+    known: dict[str, set[str]] = {}
+    for region in region_info.RegionInfo.regions:
+        known.setdefault(region.partition, set()).add(region.name)
+    assert {partition: set(regions) for partition, regions in REGIONS.items()} == known
 
 
 def test_account_comes_from_the_cdk_environment_but_the_region_from_the_config() -> None:
@@ -232,6 +274,44 @@ def test_admin_principal_must_be_an_iam_arn() -> None:
     assert "must be an IAM role or user ARN" in error_for(admin_principal_arn="admin")
 
 
+@pytest.mark.parametrize(
+    "arn", ["arn:aws:iam::123456789012:role/Admin", "arn:aws:iam::123456789012:role/teams/Admin", "arn:aws:iam::123456789012:user/jane"]
+)
+def test_admin_principal_takes_a_role_or_a_user(arn: str) -> None:
+    assert config_with(admin_principal_arn=arn).cluster.admin_principal_arn == arn
+
+
+@pytest.mark.parametrize(
+    ("session", "role"),
+    [
+        ("arn:aws:sts::123456789012:assumed-role/Admin/jane@example.com", "arn:aws:iam::123456789012:role/Admin"),
+        (
+            "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_AdministratorAccess_0123456789abcdef/jane",
+            "arn:aws:iam::123456789012:role/AWSReservedSSO_AdministratorAccess_0123456789abcdef",
+        ),
+        ("arn:aws-us-gov:sts::123456789012:assumed-role/Admin/jane", "arn:aws-us-gov:iam::123456789012:role/Admin"),
+    ],
+)
+def test_an_sts_session_is_refused_with_the_role_it_came_from(session: str, role: str) -> None:
+    """`aws sts get-caller-identity` prints the session, which EKS access entries refuse at deploy."""
+    name = role.rsplit("/", 1)[1]
+    message = error_for(admin_principal_arn=session)
+    assert message.startswith("config error: admin_principal_arn=")
+    # The value is shortened past 80 characters (config/errors.py); the advice is whole.
+    assert message.endswith(
+        ": is an STS session (the Arn `aws sts get-caller-identity` prints "
+        f"for an assumed role), which EKS access entries refuse; pass the role's ARN, likely {role} (a session ARN leaves "
+        f"out the role's path, if it has one: `aws iam get-role --role-name {name} --query Role.Arn` prints it)"
+    )
+
+
+@pytest.mark.parametrize("arn", ["arn:aws:sts::123456789012:role/Admin", "arn:aws:sts::123456789012:federated-user/jane"])
+def test_other_sts_arns_are_not_iam_principals(arn: str) -> None:
+    assert error_for(admin_principal_arn=arn) == (
+        f"config error: admin_principal_arn={arn!r}: must be an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/Admin"
+    )
+
+
 def test_command_line_strings_are_parsed() -> None:
     config = config_with(node_desired="2", node_max="6", endpoint_public_cidrs="203.0.113.0/24, 198.51.100.0/24")
     assert config.cluster.desired_nodes == 2
@@ -255,6 +335,50 @@ def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         merge_layers({}, {"config": "nope.yaml"}, project_root=tmp_path)
     assert str(caught.value) == f"config error: config='nope.yaml': file not found (looked for {tmp_path / 'nope.yaml'})"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        ("node_max: 6\nnode_desired: 2\nnode_max: 8\n", "node_max", (1, 3)),
+        ("topology:\n  services:\n    frontend: {replicas: 3}\n    frontend: {replicas: 1}\n", "frontend", (3, 4)),
+    ],
+)
+def test_a_key_given_twice_in_a_config_file_is_refused_with_its_lines(tmp_path: Path, text: str, key: str, lines: tuple[int, int]) -> None:
+    """YAML keeps the last of two equal keys without a word: a value the user wrote would be ignored."""
+    (tmp_path / "twice.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        merge_layers({}, {"config": "twice.yaml"}, project_root=tmp_path)
+    assert str(caught.value) == (
+        f"config error: config='twice.yaml': key {key!r} is given twice in one mapping, on line {lines[0]} and line {lines[1]} "
+        "(YAML would keep the last silently); keep one"
+    )
+
+
+def test_the_same_key_in_two_mappings_is_not_a_duplicate(tmp_path: Path) -> None:
+    (tmp_path / "two.yaml").write_text("topology:\n  services:\n    frontend: {replicas: 3}\n    nodejs: {replicas: 3}\n")
+    assert merge_layers({}, {"config": "two.yaml"}, project_root=tmp_path)["topology"]["services"]["nodejs"] == {"replicas": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "node_max: 6\nnode_desired: [2\n",
+            "expected ',' or ']', but got '<stream end>' (while parsing a flow sequence) at line 3, column 1",
+        ),
+        ("a: b: c\n", "mapping values are not allowed here at line 1, column 5"),
+        (
+            "node_max: 6\n\tnode_min: 1\n",
+            "found character '\\t' that cannot start any token (while scanning for the next token) at line 2, column 1",
+        ),
+    ],
+)
+def test_invalid_yaml_names_the_line_and_column(tmp_path: Path, text: str, problem: str) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        merge_layers({}, {"config": "bad.yaml"}, project_root=tmp_path)
+    assert str(caught.value) == f"config error: config='bad.yaml': is not valid YAML: {problem}"
 
 
 def test_config_file_must_be_a_mapping(tmp_path: Path) -> None:

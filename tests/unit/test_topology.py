@@ -186,3 +186,91 @@ def test_health_check_times_are_whole_seconds(field: str, value: int) -> None:
     assert topology_error(mutate) == (
         f"config error: topology.services.crystal.health_check.{field}={value}: must be whole seconds (a multiple of 1000): kubelet probes count seconds"
     )
+
+
+# -- boundaries a hand-made mutant crossed without a test noticing ------------------------------------
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_not_an_integer(value: bool) -> None:
+    """YAML's `replicas: true` is a bool, and a bool is an int in Python (True == 1)."""
+
+    def mutate(t: Any) -> None:
+        t["services"]["crystal"]["replicas"] = value
+
+    assert topology_error(mutate) == f"config error: topology.services.crystal.replicas={value}: must be an integer from 1 to 100"
+    with pytest.raises(ConfigError, match=rf"^config error: services_per_stack={value}: must be an integer from 1 to 80$"):
+        config_with(services_per_stack=value)
+
+
+@pytest.mark.parametrize("name", ["nodejs-", "-nodejs", "node--js-"])
+def test_a_name_that_ends_or_starts_with_a_dash_is_not_a_dns_label(name: str) -> None:
+    message = topology_error(lambda t: t["services"].update({name: {"source": "services/nodejs"}}))
+    assert message == (
+        f"config error: topology.services.{name}={name!r}: must be a DNS-1123 label: lower-case letters, digits and '-', "
+        "starting and ending with a letter or digit (Kubernetes object names)"
+    )
+    assert config_with(namespace="lab-appmesh").mesh.namespace == "lab-appmesh"
+    with pytest.raises(ConfigError, match=r"^config error: namespace='lab-': must be a DNS-1123 label"):
+        config_with(namespace="lab-")
+
+
+@pytest.mark.parametrize(("key", "limit"), [("namespace", 63), ("mesh_name", 63), ("cluster_name", 100)])
+def test_a_name_of_exactly_its_limit_is_accepted_and_one_more_refused(key: str, limit: int) -> None:
+    at_limit, over = "a" * limit, "a" * (limit + 1)
+    config = config_with(**{key: at_limit})
+    assert {"namespace": config.mesh.namespace, "mesh_name": config.mesh.mesh_name, "cluster_name": config.cluster.name}[key] == at_limit
+    with pytest.raises(ConfigError) as caught:
+        config_with(**{key: over})
+    assert str(caught.value).endswith(f": is {limit + 1} characters; at most {limit} are allowed here")
+
+
+def test_a_service_name_of_exactly_56_characters_is_accepted() -> None:
+    """56 = 63 - len("-router"): the longest suffix appended stays within a label (57 is refused above)."""
+    name = "a" * 56
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["services"][name] = {"source": "services/nodejs", "replicas": 1}
+    assert name in [s.name for s in config_with(topology=topology, node_desired=4).mesh.topology.services]
+
+
+@pytest.mark.parametrize(("port", "accepted"), [(0, False), (1, True), (65535, True), (65536, False)])
+def test_a_service_port_is_from_1_to_65535(port: int, accepted: bool) -> None:
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["services"]["crystal"]["port"] = port
+    if accepted:
+        assert config_with(topology=topology).mesh.topology.service("crystal").port == port
+        return
+    with pytest.raises(ConfigError) as caught:
+        config_with(topology=topology)
+    assert str(caught.value) == f"config error: topology.services.crystal.port={port}: must be an integer from 1 to 65535"
+
+
+def test_a_prefix_of_255_characters_is_accepted_and_256_refused() -> None:
+    """App Mesh's limit on a route's path prefix is 255 characters."""
+    longest, over = "/" + "a" * 254, "/" + "a" * 255
+    topology = copy.deepcopy(cdk_json_context()["topology"])
+    topology["virtual_services"]["crystal"]["routes"][0]["prefix"] = longest
+    assert config_with(topology=topology).mesh.topology.virtual_service("crystal").routes[0].prefix == longest
+    message = topology_error(lambda t: t["virtual_services"]["crystal"]["routes"][0].update(prefix=over))
+    assert message.startswith(
+        f"config error: topology.virtual_services.crystal.routes[0].prefix='{over[:76]}...: must be a URL path prefix"
+    )
+    assert "at most 255 characters" in message
+
+
+def test_every_route_of_a_virtual_service_listens_on_the_first_routes_port() -> None:
+    """A virtual service has one listener port: each route's targets are compared with the
+    virtual service's first target, not with their own route's first (which would let a second
+    route on another port through)."""
+
+    def mutate(t: Any) -> None:
+        t["services"]["nodejsv2"]["port"] = 4000
+        t["virtual_services"]["nodejs"]["routes"] = [
+            {"prefix": "/", "targets": {"nodejs": 1}},
+            {"prefix": "/v2/", "targets": {"nodejsv2": 1}},
+        ]
+
+    assert topology_error(mutate) == (
+        "config error: topology.virtual_services.nodejs.routes[1].targets='nodejsv2': listens on 4000, but nodejs listens on 3000; "
+        "a router has one listener port"
+    )
