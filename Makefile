@@ -80,7 +80,7 @@ conformance: $(BIN)/.dev node_modules/.installed upstream ## Real Kubernetes con
 	$(CDK) synth --quiet --output $(CONFORMANCE_OUT).next/istio -c mesh_backend=istio
 	$(CDK) synth --quiet --output $(CONFORMANCE_OUT).next/lattice -c config=config/examples/lattice.yaml
 	@rm -rf $(CONFORMANCE_OUT) && mv $(CONFORMANCE_OUT).next $(CONFORMANCE_OUT)
-	$(BIN)/python -m pytest -m conformance tests/conformance -p no:cacheprovider -rxs
+	$(BIN)/python -m pytest -m conformance tests/conformance -p no:cacheprovider -rxs --durations=0 --durations-min=5
 
 local: $(BIN)/.dev runtimes ## Run the four services behind real Envoy, configured from the topology (Ctrl-C stops)
 	$(BIN)/python -m localmesh $(LOCAL_ARGS)

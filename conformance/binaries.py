@@ -192,6 +192,9 @@ def main(argv: list[str]) -> int:
     except BuildError as error:
         print(error, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("conformance: interrupted; a program half-built is not kept (the next build starts it again)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -48,7 +48,10 @@ def free_port() -> int:
 
 
 def _openssl(*arguments: str, cwd: Path) -> None:
-    result = subprocess.run(["openssl", *arguments], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    try:
+        result = subprocess.run(["openssl", *arguments], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise ClusterError("conformance: `openssl` is not on PATH; it makes the cluster's certificates (apt-get install openssl)") from None
     if result.returncode != 0:
         raise ClusterError(f"conformance: openssl {arguments[0]} failed: {result.stderr.strip().splitlines()[-1:]}")
 
@@ -328,7 +331,7 @@ class ControlPlane:
         path = self.workdir / f"{name or identity.name.replace(':', '-')}.kubeconfig"
         if token:
             path.write_text(json.dumps(kubeconfig(self.port, self.certificates.path("ca.crt"), None, None, token)))
-        else:
+        elif not path.is_file():
             certificate, key = self.certificates.client(identity)
             path.write_text(json.dumps(kubeconfig(self.port, self.certificates.path("ca.crt"), certificate, key)))
         return path
