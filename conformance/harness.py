@@ -40,7 +40,6 @@ from .cluster import ApiError, ControlPlane
 from .controllers import Controllers
 from .kubelet import Node, wait_for
 
-KUBE_VERSION = "v1.35.4"
 # Helm 4's install order (pkg/release/v1/util/kind_sorter.go); kinds not listed go last.
 HELM_INSTALL_ORDER = (
     "PriorityClass Namespace NetworkPolicy ResourceQuota LimitRange PodSecurityPolicy PodDisruptionBudget ServiceAccount Secret "
@@ -166,6 +165,8 @@ class Harness:
         self.report = Report()
         self.providers: dict[str, str] = {}  # "ns/<name>" or "crd/<name>" -> the step after which it exists
         self._helm = plane.binaries["helm"]
+        # What `.Capabilities.KubeVersion` says to the charts: the API server's own version.
+        self.kube_version = str(self.api.get("/version")["gitVersion"])
 
     # -- deploy --------------------------------------------------------------------------------
     def deploy(self, steps: list[Step]) -> Report:
@@ -275,7 +276,7 @@ class Harness:
                 release=action.release,
                 namespace=action.namespace,
                 values=action.values,
-                kube_version=KUBE_VERSION,
+                kube_version=self.kube_version,
                 api_versions=self.api_versions(),
                 include_crds=not action.skip_crds,
                 workdir=self.workdir,

@@ -101,6 +101,7 @@ class Node(threading.Thread):
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.url_files = self._pinned_files()
+        self.version = str(self.kubelet.get("/version")["gitVersion"])  # a kubelet of the control plane's release
 
     # -- the Node ------------------------------------------------------------------------------
     def register(self) -> None:
@@ -135,7 +136,7 @@ class Node(threading.Thread):
                   for kind in ("MemoryPressure", "DiskPressure", "PIDPressure")),
             ],
             "nodeInfo": {
-                "kubeletVersion": "v1.35.4", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64",
+                "kubeletVersion": self.version, "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64",
                 "containerRuntimeVersion": "conformance://0", "kernelVersion": "", "osImage": "conformance stand-in",
                 "machineID": "", "systemUUID": "", "bootID": "",
             },
