@@ -50,7 +50,7 @@ HELM_INSTALL_ORDER = (
 ).split()
 PREEXISTING_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 WAIT_CAP_S = 180  # no step here needs more; a deploy's own timeouts (5-11 min) are for image pulls
-DELETE_TIMEOUT_S = 90
+DELETE_TIMEOUT_S = 60  # a manifest whose objects are not gone by then waits on something that will not come
 SETTLE_S = 300  # a CRD's instances are emptied by the API server in polls of up to a minute
 STALLED_S = 75
 # Values a controller fills only by calling AWS: (object type, start of the JSON path) -> who.
@@ -170,7 +170,6 @@ class Harness:
 
     # -- deploy --------------------------------------------------------------------------------
     def deploy(self, steps: list[Step]) -> Report:
-        self.steps = steps
         self.providers = {f"ns/{name}": "(cluster)" for name in self._namespaces()}
         for step in steps:
             started = time.monotonic()
