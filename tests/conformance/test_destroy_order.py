@@ -2,7 +2,8 @@
 the Gateway waiting on its controller's finalizer (test_backends.py expects exactly that, issue 14
 item 9); the same assembly with the GatewayClass in a manifest of its own, which the Gateway's
 manifest depends on, is destroyed with nothing left waiting. The fix is made on the steps read
-from the assembly, as the template of a fixed components/lattice.py would give them."""
+from the assembly, as the template of a fixed components/lattice.py would give them. When that fix
+lands, this file goes with the expected-failure branch of test_backends.py: the real steps prove it."""
 
 from __future__ import annotations
 
