@@ -14,6 +14,7 @@ namespace's Pod Security level decides). What differs from EKS is listed in the 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -39,6 +40,11 @@ NODE_NAME = "conformance-node"
 
 class ClusterError(Exception):
     """The control plane did not start or answer: one line (the log's last line, and where it is)."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent exits (Linux prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -200,9 +206,14 @@ class ControlPlane:
 
     def _spawn(self, name: str, arguments: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
-        # Its own process group, so that stop() ends it and nothing else.
+        # Its own process group, so that stop() ends it and nothing else; and ended by the kernel
+        # if this process dies without stopping it (a killed CI job leaves no API server behind).
         self.processes[name] = subprocess.Popen(
-            [str(self.binaries[name]), *arguments], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [str(self.binaries[name]), *arguments],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     def _log_tail(self, name: str) -> str:

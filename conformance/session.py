@@ -58,8 +58,12 @@ def session(
         harness = Harness(plane, node, controllers, workdir, webhooks=webhooks, after_step=after_step)
         yield Session(plane, node, controllers, harness)
     finally:
-        if controllers is not None:
-            controllers.stop()
-        if node is not None:
-            node.stop()
-        plane.stop()
+        # The control plane is stopped whatever the stand-ins do on their way out: its processes
+        # must never outlive the run.
+        try:
+            if controllers is not None:
+                controllers.stop()
+            if node is not None:
+                node.stop()
+        finally:
+            plane.stop()
