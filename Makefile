@@ -26,7 +26,7 @@ $(error $(firstword $(unknown))=$($(firstword $(unknown))) is not a variable of 
 endif
 
 
-.PHONY: help synth runtimes upstream test local meshdiff test-python lint bench versions diff deploy destroy bootstrap clean
+.PHONY: help synth runtimes upstream test local meshdiff test-python lint bench versions diff deploy destroy bootstrap clean conformance
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -80,6 +80,20 @@ test: upstream $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runt
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+# Layer 8 (README, Conformance): the real kube-apiserver, controller manager and etcd take each
+# backend's synthesized output in CloudFormation's order. The programs are built from Go modules
+# into a cache outside the checkout (seconds when warm); each backend is synthesized into its own
+# folder, swapped in only when all three synthesized.
+CONFORMANCE_OUT := cdk.out.conformance
+conformance: $(BIN)/.dev node_modules/.installed upstream ## Real Kubernetes control plane judges each backend's output (needs Go 1.26)
+	$(BIN)/python -m conformance.binaries build
+	@rm -rf $(CONFORMANCE_OUT).next
+	$(CDK) synth --quiet --output $(CONFORMANCE_OUT).next/appmesh
+	$(CDK) synth --quiet --output $(CONFORMANCE_OUT).next/istio -c mesh_backend=istio
+	$(CDK) synth --quiet --output $(CONFORMANCE_OUT).next/lattice -c config=config/examples/lattice.yaml
+	@rm -rf $(CONFORMANCE_OUT) && mv $(CONFORMANCE_OUT).next $(CONFORMANCE_OUT)
+	$(BIN)/python -m pytest -m conformance tests/conformance -p no:cacheprovider -rxs --durations=0 --durations-min=5
+
 local: $(BIN)/.dev runtimes ## Run the four services behind real Envoy, configured from the topology (Ctrl-C stops)
 	$(BIN)/python -m localmesh $(CDK_ARGS) $(LOCAL_ARGS)
 
@@ -116,5 +130,5 @@ deploy: $(BIN)/.runtime node_modules/.installed ## Deploy every stack (needs AWS
 destroy: $(BIN)/.runtime node_modules/.installed ## Delete every stack, dependants first
 	@$(CDK_RUN) destroy --cdk $(CDK) $(if $(filter 1 yes true,$(FORCE)),--yes) -- $(CDK_ARGS)
 
-clean: ## Remove build output (keeps the venv)
-	rm -rf cdk.out cdk.out.next cdk.out.old cdk.out.account .pytest_cache .mypy_cache .ruff_cache
+clean: ## Remove build output (keeps the venv and the conformance programs' cache)
+	rm -rf cdk.out cdk.out.next cdk.out.old cdk.out.account cdk.out.conformance cdk.out.conformance.next .cache/conformance .pytest_cache .mypy_cache .ruff_cache

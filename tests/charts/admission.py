@@ -13,6 +13,17 @@
 
 `refusals()` returns one line per refusal, naming the container and the rule; empty means the
 pod starts.
+
+Since the conformance layer (tests/conformance, README "Conformance"), the real kube-apiserver's
+Pod Security admission judges every pod the controller manager makes from our Deployments, Jobs and
+DaemonSets (charts' included), at the namespace's real level. What stays here is what cannot run
+there:
+- the injectors (step 1): App Mesh's runs in its controller, which needs AWS; Istio's is istiod,
+  which the next layer (issue 16) runs. So step 2 stays for pods an injector changes: the API server
+  sees them without their sidecars;
+- the kubelet's rule (step 3): there is no kubelet, and Pod Security cannot see an image's USER.
+A pod no injector changes is judged by step 3 only (`kubelet_refusals`); its Pod Security verdict is
+the real API server's.
 """
 
 from __future__ import annotations
@@ -195,6 +206,16 @@ def refusals(pod: Mapping[str, Any], injection: Injection, level: str, image_use
     if level == "restricted":
         found += _restricted(spec)
     return found + _kubelet(spec, {**image_users, **injection.image_users})
+
+
+def injects(injection: Injection) -> bool:
+    """Does the injector change the pod (containers or pod-level settings)?"""
+    return bool(injection.init_containers or injection.containers or injection.pod_security_context)
+
+
+def kubelet_refusals(pod: Mapping[str, Any], injection: Injection, image_users: Mapping[str, int | None]) -> list[str]:
+    """Step 3 alone: for a pod whose Pod Security the real API server judges (tests/conformance)."""
+    return _kubelet(mutate(pod, injection), {**image_users, **injection.image_users})
 
 
 def pod_templates(objects: list[dict[str, Any]], chart_pods: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:

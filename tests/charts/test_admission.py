@@ -15,7 +15,7 @@ import upstream
 from backends import backend_named
 from backends.render import IMAGE, all_objects, render
 from charts.workloads import APP_UID
-from tests.charts.admission import dockerfile_users, pod_templates, refusals
+from tests.charts.admission import dockerfile_users, injects, kubelet_refusals, pod_templates, refusals
 from tests.unit.test_settings import config_with
 
 BACKENDS = ["appmesh", "istio", "lattice"]
@@ -47,12 +47,28 @@ def test_the_images_run_as_the_uid_the_pods_ask_for() -> None:
 
 
 def test_every_pod_starts_once_the_injector_has_added_its_containers(backend_render: tuple[Any, Any, dict[str, Any]]) -> None:
+    """Pods an injector changes: Pod Security on the injected pod, and the kubelet's rule. A pod
+    no injector changes (all of Lattice's) gets the kubelet's rule only: the real API server judges
+    its Pod Security (tests/conformance, test_every_pod_is_admitted_and_running)."""
     backend, config, rendered = backend_render
     templates = pod_templates(all_objects(rendered), backend.chart_pods(config.mesh.topology, _names(config)))
     assert templates
     for name, template in templates.items():
         injection = backend.injected(template, config.mesh.topology)
-        assert refusals(template, injection, backend.pod_security, {IMAGE: APP_UID}) == [], name
+        if injects(injection):
+            assert refusals(template, injection, backend.pod_security, {IMAGE: APP_UID}) == [], name
+        else:
+            assert kubelet_refusals(template, injection, {IMAGE: APP_UID}) == [], name
+
+
+def test_which_pods_only_the_api_server_judges() -> None:
+    """The split above, pinned: every Lattice pod is unchanged by an injector (so the model's Pod
+    Security rules no longer judge it); every App Mesh and Istio service pod is changed."""
+    for name, expected in (("lattice", False), ("appmesh", True), ("istio", True)):
+        backend, config = backend_named(name), _config(name)
+        objects = all_objects(render(config, backend))
+        services = {key: template for key, template in pod_templates(objects).items() if key.endswith("-app")}
+        assert services and {injects(backend.injected(t, config.mesh.topology)) for t in services.values()} == {expected}, name
 
 
 def test_app_mesh_needs_privileged_because_of_proxyinit() -> None:

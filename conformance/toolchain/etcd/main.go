@@ -1,0 +1,12 @@
+// etcd for the conformance layer: the server's own command-line entry point, unchanged.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() {
+	etcdmain.Main(os.Args)
+}
