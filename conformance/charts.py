@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from components.istio import VERSION as ISTIO_VERSION
+
 from . import pins
 
 DOWNLOAD_TIMEOUT_S = 600
@@ -66,24 +68,30 @@ _EKS_CHARTS = Module(
     "github.com/aws/eks-charts", "v0.0.243-0.20260821194545-743f98a89b5b", "h1:ZgB85AeVHImIIK40RM7Hf2CGQzNeDkfAWAdpB61wL98="
 )
 _CERT_MANAGER = Module("github.com/cert-manager/cert-manager", "v1.21.2", "h1:UWgoYM+KLNtRlqmoWOKjKBOBUPVHeepQ6/ac3ERJW68=")
-_ISTIO_NOTE = "istio/istio's release-1.31 branch of 2026-08-27 (VERSION 1.31), the newest the module proxy serves"
+# The app deploys ISTIO_VERSION (the newest 1.31 patch); the module proxy serves Istio only as
+# pseudo-versions, the newest being the release-1.31 branch three days after 1.31.0: its charts stand
+# in for the deployed patch's (README, Conformance: what 1.31.1 to 1.31.4 changed is not judged).
+_ISTIO_NOTE = (
+    f"istio/istio's release-1.31 branch of 2026-08-27 (VERSION 1.31, requiring istio.io/api v1.31.0), the newest the "
+    f"module proxy serves, standing in for {ISTIO_VERSION}"
+)
 _ISTIO_REPOSITORY = "https://blob.istio.io/istio-release/charts"
 
 # (repository, chart, version) as the synthesized HelmChart resources name them.
 SOURCES: dict[tuple[str, str, str], ChartSource | NoSource] = {
-    (_ISTIO_REPOSITORY, "base", "1.31.1"): ChartSource(
+    (_ISTIO_REPOSITORY, "base", ISTIO_VERSION): ChartSource(
         _ISTIO, "manifests/charts/base", ("istio-crds.yaml", "istio-1.31-base-values.yaml"), _ISTIO_NOTE
     ),
-    (_ISTIO_REPOSITORY, "istiod", "1.31.1"): ChartSource(
+    (_ISTIO_REPOSITORY, "istiod", ISTIO_VERSION): ChartSource(
         _ISTIO,
         "manifests/charts/istio-control/istio-discovery",
         ("istio-1.31-istio-discovery-values.yaml", "istio-1.31-injection-template.yaml"),
         _ISTIO_NOTE,
     ),
-    (_ISTIO_REPOSITORY, "cni", "1.31.1"): ChartSource(
+    (_ISTIO_REPOSITORY, "cni", ISTIO_VERSION): ChartSource(
         _ISTIO, "manifests/charts/istio-cni", ("istio-1.31-istio-cni-values.yaml",), _ISTIO_NOTE
     ),
-    (_ISTIO_REPOSITORY, "gateway", "1.31.1"): ChartSource(
+    (_ISTIO_REPOSITORY, "gateway", ISTIO_VERSION): ChartSource(
         _ISTIO, "manifests/charts/gateway", ("istio-1.31-gateway-values.yaml",), _ISTIO_NOTE
     ),
     ("https://aws.github.io/eks-charts", "appmesh-controller", "1.13.3"): ChartSource(
