@@ -43,7 +43,7 @@ def check_backend(config: AppConfig) -> MeshBackend:
     backend = backend_for(config)
     check_topology(backend.name, backend.capabilities, config.mesh.topology, _FALLBACK if backend.name != _FALLBACK else "appmesh")
     check_node_capacity(config, mesh_pods=backend.platform_pods(config.mesh.topology), mesh_daemonsets=backend.daemonset_pods)
-    backend.check_cluster(config)
+    backend.check_config(config)
     return backend
 
 

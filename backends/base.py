@@ -133,9 +133,10 @@ class MeshBackend(ABC):
     def preflight(self) -> Preflight | None:
         return None
 
-    def check_cluster(self, config: AppConfig) -> None:
-        """Raises ConfigError for a cluster setting the backend's AWS resources cannot work with."""
-        return None  # every cluster setting works, unless the backend says otherwise
+    def check_config(self, config: AppConfig) -> None:
+        """Raises ConfigError for a setting the backend's AWS resources cannot work with (a cluster
+        setting, a service's quota), beyond what its capability table refuses."""
+        return None  # every setting works, unless the backend says otherwise
 
     @abstractmethod
     def install_platform(self, scope: Construct, context: PlatformContext) -> Platform: ...

@@ -182,7 +182,7 @@ class IstioBackend(MeshBackend):
             "matchers": f'reporter="destination",destination_workload_namespace="{names.namespace}"',
         }
 
-    def check_cluster(self, config: AppConfig) -> None:
+    def check_config(self, config: AppConfig) -> None:
         if config.cluster.endpoint_access == "public":
             raise ConfigError(
                 "endpoint_access",

@@ -23,6 +23,8 @@ from components.edge_envoy import ENVOY_UID, edge_envoy_image
 from components.lattice import LatticeController, ServiceNetwork
 from components.mesh_workload import WorkloadIdentity, attach_chart, imported_cluster
 from components.namespace import application_namespace
+from config.errors import ConfigError
+from config.settings import AppConfig
 from config.topology import Gateway, Service, Topology, VirtualService
 from envoyconfig.render import render_edge_gateway
 from mesh.capabilities import CapabilityTable, Feature, cannot, not_applicable, partial, yes
@@ -134,7 +136,32 @@ class LatticeBackend(MeshBackend):
         mesh = attach_chart(
             local_cluster, "ServiceNetworkGateway", chart, after=[namespace, controller.release, gateway_class, *network.ready()]
         )
+        # The deploy waits until VPC Lattice has made the access-log subscription the policy asks
+        # for: a policy the controller refuses (its status says so, and nothing else would) fails
+        # the deploy rather than leaving the service network silently without logs.
+        subscription = eks.KubernetesObjectValue(
+            scope,
+            "AccessLogSubscription",
+            cluster=local_cluster,
+            object_type="accesslogpolicy",
+            object_name=f"{names.mesh}-access-logs",
+            object_namespace=names.namespace,
+            json_path=".metadata.annotations." + lattice.ACCESS_LOG_SUBSCRIPTION_ANNOTATION.replace(".", "\\."),
+            timeout=Duration.minutes(10),
+        )
+        subscription.node.add_dependency(mesh)
         return Platform(ready=[namespace, mesh])
+
+    def check_config(self, config: AppConfig) -> None:
+        for vs in config.mesh.topology.virtual_services:
+            if len(vs.routes) > lattice.MAX_RULES_PER_LISTENER:
+                raise ConfigError(
+                    f"topology.virtual_services.{vs.name}.routes",
+                    f"{len(vs.routes)} routes",
+                    f"VPC Lattice takes {lattice.MAX_RULES_PER_LISTENER} rules per listener (its quotas page; the controller "
+                    f"re-numbers them in one BatchUpdateRule call of at most {lattice.MAX_RULES_PER_LISTENER}): merge routes, "
+                    "or use mesh_backend=istio",
+                )
 
     def workload_identity(self, names: MeshNames, workload: Service | Gateway, topology: Topology) -> WorkloadIdentity:
         # Lattice calls nothing in AWS for the pods: no IRSA role.

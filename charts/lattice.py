@@ -72,6 +72,14 @@ def platform_objects(topology: Topology, names: MeshNames, log_group_arn: str) -
     return [gateway_class(), *service_network_objects(topology, names, log_group_arn)]
 
 
+# The annotation the controller writes on an AccessLogPolicy once VPC Lattice has made its access-log
+# subscription (v2.1.3 AccessLogSubscriptionAnnotationKey).
+ACCESS_LOG_SUBSCRIPTION_ANNOTATION = "application-networking.k8s.aws/accessLogSubscription"
+# VPC Lattice: 5 rules per listener by default (the quotas page), and the controller re-numbers a
+# listener's rules with one BatchUpdateRule call, which takes at most 5.
+MAX_RULES_PER_LISTENER = 5
+
+
 def access_log_policy(log_group_arn: str, names: MeshNames) -> Manifest:
     return {
         "apiVersion": LATTICE,
@@ -79,8 +87,11 @@ def access_log_policy(log_group_arn: str, names: MeshNames) -> Manifest:
         "metadata": {"name": f"{names.mesh}-access-logs", "namespace": names.namespace},
         "spec": {
             "destinationArn": log_group_arn,
-            # On the Gateway: every route of the service network logs.
-            "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": names.mesh},
+            # On the Gateway: every route of the service network logs. The namespace is said: the
+            # v2.1.3 controller reads a missing one as "default" (pkg/k8s/utils.go NamespaceOrDefault,
+            # accesslogpolicy_controller.go) and then refuses a target outside the policy's own
+            # namespace, so without it no access-log subscription would ever be made.
+            "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": names.mesh, "namespace": names.namespace},
         },
     }
 

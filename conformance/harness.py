@@ -60,6 +60,10 @@ NEEDS_AWS = {
         "httproute",
         ".metadata.annotations.application-networking",
     ): "the Lattice domain name, which the VPC Lattice controller sets once VPC Lattice has made the service",
+    (
+        "accesslogpolicy",
+        ".metadata.annotations.application-networking",
+    ): "the access-log subscription, which the VPC Lattice controller sets once VPC Lattice has made it",
 }
 
 

@@ -32,7 +32,13 @@ def test_the_service_network_is_a_gateway_named_after_it(lattice: dict[str, list
         "listeners": [{"name": "http-3000", "protocol": "HTTP", "port": 3000}],
     }
     policy = find(objects, "AccessLogPolicy", "app-mesh-access-logs")
-    assert policy["spec"]["targetRef"] == {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "app-mesh"}
+    # With its namespace: the controller reads a missing one as "default" and refuses the policy.
+    assert policy["spec"]["targetRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "app-mesh",
+        "namespace": "lab-appmesh",
+    }
 
 
 def test_each_virtual_service_is_a_weighted_http_route_on_its_workshop_name(lattice: dict[str, list[dict[str, Any]]]) -> None:
@@ -156,3 +162,27 @@ def test_a_topology_without_virtual_services_still_gives_the_gateway_a_listener(
     schema = crd_schemas[("gateway.networking.k8s.io/v1", "Gateway")]
     assert schema["properties"]["spec"]["properties"]["listeners"]["minItems"] == 1
     jsonschema.validate(gateway, schema, cls=jsonschema.Draft7Validator)
+
+
+def test_a_virtual_service_with_more_rules_than_a_lattice_listener_takes_is_refused() -> None:
+    """5 routes are a listener's 5 rules; a 6th is refused in one line before anything is built."""
+    import json as _json
+
+    from config import ConfigError
+    from tests.unit.test_settings import config_with
+
+    def with_routes(count: int) -> Any:
+        routes = [
+            {"prefix": "/" if i == 0 else f"/r{i}/", "targets": {"nodejs": 1}, "timeout_ms": "off", "retry": "off"} for i in range(count)
+        ]
+        return config_with(
+            config="config/examples/lattice.yaml", topology=_json.dumps({"virtual_services": {"nodejs": {"routes": routes}}})
+        )
+
+    assert len(with_routes(5).mesh.topology.virtual_service("nodejs").routes) == 5
+    with pytest.raises(ConfigError) as caught:
+        with_routes(6)
+    assert str(caught.value) == (
+        "config error: topology.virtual_services.nodejs.routes='6 routes': VPC Lattice takes 5 rules per listener (its quotas "
+        "page; the controller re-numbers them in one BatchUpdateRule call of at most 5): merge routes, or use mesh_backend=istio"
+    )

@@ -62,7 +62,7 @@ def test_only_webhooks_and_the_unavailable_lattice_chart_are_left_out(deployed: 
 
 
 def test_only_load_balancer_and_lattice_addresses_need_aws(deployed: Deployed) -> None:
-    expected = {"appmesh": 2, "istio": 2, "lattice": 4}[deployed.backend]
+    expected = {"appmesh": 2, "istio": 2, "lattice": 5}[deployed.backend]
     assert len(deployed.report.needs_aws) == expected, deployed.report.needs_aws
 
 

@@ -260,3 +260,13 @@ def test_access_logs_go_to_a_vended_logs_group(lattice: Synthesized) -> None:
     log_group = template.to_json()["Resources"][destination[0]]
     assert log_group["Type"] == "AWS::Logs::LogGroup"
     assert log_group["Properties"]["LogGroupName"] == "/aws/vendedlogs/vpclattice/AppMesh-MeshPlatform/app-mesh"
+
+
+def test_the_deploy_waits_for_the_access_log_subscription_the_policy_asks_for(lattice: Synthesized) -> None:
+    """A policy the controller refuses shows it only in its status: the deploy reads the annotation
+    the controller writes once VPC Lattice has made the subscription, so a refusal fails it."""
+    template = lattice.template(lattice.application.platform)
+    manifest_id, _, _ = manifest_with(template, "AccessLogPolicy", "app-mesh-access-logs")
+    wait = template.to_json()["Resources"][object_value(template, manifest_id)]["Properties"]
+    assert (wait["ObjectType"], wait["ObjectName"], wait["ObjectNamespace"]) == ("accesslogpolicy", "app-mesh-access-logs", "lab-appmesh")
+    assert wait["JsonPath"] == ".metadata.annotations.application-networking\\.k8s\\.aws/accessLogSubscription"
