@@ -158,8 +158,8 @@ class LatticeBackend(MeshBackend):
                 raise ConfigError(
                     f"topology.virtual_services.{vs.name}.routes",
                     f"{len(vs.routes)} routes",
-                    f"VPC Lattice takes {lattice.MAX_RULES_PER_LISTENER} rules per listener (its quotas page; the controller "
-                    f"re-numbers them in one BatchUpdateRule call of at most {lattice.MAX_RULES_PER_LISTENER}): merge routes, "
+                    f"the Lattice controller re-numbers a listener's rules in one BatchUpdateRule call, which takes at most "
+                    f"{lattice.MAX_RULES_PER_LISTENER}: merge routes, "
                     "or use mesh_backend=istio",
                 )
 

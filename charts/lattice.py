@@ -75,8 +75,9 @@ def platform_objects(topology: Topology, names: MeshNames, log_group_arn: str) -
 # The annotation the controller writes on an AccessLogPolicy once VPC Lattice has made its access-log
 # subscription (v2.1.3 AccessLogSubscriptionAnnotationKey).
 ACCESS_LOG_SUBSCRIPTION_ANNOTATION = "application-networking.k8s.aws/accessLogSubscription"
-# VPC Lattice: 5 rules per listener by default (the quotas page), and the controller re-numbers a
-# listener's rules with one BatchUpdateRule call, which takes at most 5.
+# The controller re-numbers a listener's rules with one BatchUpdateRule call, and that API takes at
+# most 5 rules (API reference, BatchUpdateRule "Maximum number of 5 items"). The rules-per-listener
+# quota itself is adjustable (quotas page), so the API bound is the one no quota increase lifts.
 MAX_RULES_PER_LISTENER = 5
 
 

@@ -183,6 +183,6 @@ def test_a_virtual_service_with_more_rules_than_a_lattice_listener_takes_is_refu
     with pytest.raises(ConfigError) as caught:
         with_routes(6)
     assert str(caught.value) == (
-        "config error: topology.virtual_services.nodejs.routes='6 routes': VPC Lattice takes 5 rules per listener (its quotas "
-        "page; the controller re-numbers them in one BatchUpdateRule call of at most 5): merge routes, or use mesh_backend=istio"
+        "config error: topology.virtual_services.nodejs.routes='6 routes': the Lattice controller re-numbers a listener's rules "
+        "in one BatchUpdateRule call, which takes at most 5: merge routes, or use mesh_backend=istio"
     )
