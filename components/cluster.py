@@ -66,7 +66,11 @@ class MeshCluster(Construct):
         # group exists, with the retention, before the cluster does. EKS recreates it after a
         # destroy, so it is not CloudFormation's (components/log_groups.py, ServiceLogGroup).
         self.control_plane_logs = ServiceLogGroup(
-            self, "ControlPlaneLogs", name=f"/aws/eks/{config.name}/cluster", days=config.log_retention_days
+            self,
+            "ControlPlaneLogs",
+            name=f"/aws/eks/{config.name}/cluster",
+            days=config.log_retention_days,
+            retain_legacy=config.retain_legacy_log_groups,
         )
         self.secrets_key = kms.Key(
             self,

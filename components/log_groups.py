@@ -84,9 +84,18 @@ class ServiceLogGroup(Construct):
     fails with "already exists": the service recreates the group after the stack has deleted it.
     A custom resource instead creates it if absent, tolerates "already exists", and sets the
     retention and key; on delete it leaves the group (components/service_log_group/index.py says
-    why)."""
+    why).
 
-    def __init__(self, scope: Construct, id: str, *, name: str, days: int) -> None:
+    Stack sets deployed before this construct had an `AWS::Logs::LogGroup` under the id
+    `<id>/Resource`, with DeletionPolicy Delete. CloudFormation refuses to change the type behind a
+    logical id ("Update of resource type is not permitted"), so the custom resource has its own id;
+    and it deletes a resource removed from a template by the policy of the template that had it,
+    so dropping the old one outright would delete the group and its events right after the custom
+    resource adopted it. `retain_legacy=True` (one deploy, setting `retain_legacy_log_groups`) keeps
+    the old resource unchanged but for DeletionPolicy Retain; the deploy after it drops the resource
+    and the group stays."""
+
+    def __init__(self, scope: Construct, id: str, *, name: str, days: int, retain_legacy: bool = False) -> None:
         super().__init__(scope, id)
         self.log_group_name = name
         provider = _service_log_group_provider(scope, days)
@@ -106,11 +115,17 @@ class ServiceLogGroup(Construct):
         )
         self.resource = CustomResource(
             self,
-            "Resource",
+            "Adopted",
             service_token=provider.provider.service_token,
             resource_type="Custom::ServiceLogGroup",
             properties={"LogGroupName": name, "RetentionInDays": days, "KmsKeyArn": logs_key(scope).key_arn},
         )
+        if retain_legacy:
+            # The properties the old resource had, so that CloudFormation changes nothing but its
+            # policies; the group exists, so the custom resource adopts it either way.
+            legacy = logs.CfnLogGroup(self, "Resource", log_group_name=name, retention_in_days=days, kms_key_id=logs_key(scope).key_arn)
+            legacy.apply_removal_policy(RemovalPolicy.RETAIN)
+            self.resource.node.add_dependency(legacy)
 
 
 class _ServiceLogGroupProvider(Construct):

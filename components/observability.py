@@ -21,10 +21,15 @@ MANAGED_POLICIES = ("CloudWatchAgentServerPolicy", "AWSXrayWriteOnlyAccess")
 
 
 class ContainerLogs(Construct):
-    def __init__(self, scope: Construct, id: str, *, cluster: eks.ICluster, cluster_name: str, retention_days: int) -> None:
+    def __init__(
+        self, scope: Construct, id: str, *, cluster: eks.ICluster, cluster_name: str, retention_days: int, retain_legacy: bool = False
+    ) -> None:
         super().__init__(scope, id)
         prefix = f"/aws/containerinsights/{cluster_name}"
-        self.log_groups = [ServiceLogGroup(self, f"Logs-{name}", name=f"{prefix}/{name}", days=retention_days) for name in LOG_GROUPS]
+        self.log_groups = [
+            ServiceLogGroup(self, f"Logs-{name}", name=f"{prefix}/{name}", days=retention_days, retain_legacy=retain_legacy)
+            for name in LOG_GROUPS
+        ]
         self.irsa = IrsaRole(self, "Identity", cluster=cluster, namespace=AGENT_NAMESPACE, service_account=AGENT_SERVICE_ACCOUNT)
         # The policies AWS documents for this add-on's IRSA role: the CloudWatch agent and
         # Fluent Bit (Container Insights, and Application Signals, which the add-on enables by

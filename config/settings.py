@@ -68,6 +68,10 @@ class ClusterConfig:
     endpoint_public_cidrs: tuple[str, ...]
     admin_principal_arn: str | None
     log_retention_days: int
+    # One deploy of a stack set made before the service-named log groups became custom resources
+    # keeps their old CloudFormation resources, now retained, so that the next deploy removes them
+    # without deleting the groups (components/log_groups.py, ServiceLogGroup).
+    retain_legacy_log_groups: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ KNOWN_KEYS = {
     "endpoint_public_cidrs",
     "admin_principal_arn",
     "log_retention_days",
+    "retain_legacy_log_groups",
     "hosted_zone",
     "cloud_map_namespace",
     "mesh_name",
@@ -588,6 +593,7 @@ def _cluster(values: Mapping[str, Any]) -> ClusterConfig:
         endpoint_public_cidrs=public_cidrs,
         admin_principal_arn=admin,
         log_retention_days=_retention("log_retention_days", values.get("log_retention_days", 30)),
+        retain_legacy_log_groups=check_bool("retain_legacy_log_groups", values.get("retain_legacy_log_groups", False)),
     )
 
 

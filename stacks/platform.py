@@ -37,7 +37,12 @@ class MeshPlatformStack(Stack):
         # Where the mesh's request metrics can be queried, for the canary analysis (None: nowhere).
         self.metrics = self.platform.metrics
         self.container_logs = ContainerLogs(
-            self, "ContainerLogs", cluster=cluster, cluster_name=config.cluster.name, retention_days=config.cluster.log_retention_days
+            self,
+            "ContainerLogs",
+            cluster=cluster,
+            cluster_name=config.cluster.name,
+            retention_days=config.cluster.log_retention_days,
+            retain_legacy=config.cluster.retain_legacy_log_groups,
         )
         # Its pods cannot be scheduled before the backend's startup taints are gone.
         for dependency in self.platform.schedulable:
