@@ -92,6 +92,7 @@ class PipelineStack(Stack):
         env = Environment(account=config.account, region=config.region)
         self.stages: dict[str, AppMeshStage] = {}
         self._canary_log_groups: list[str] = []
+        self._protected_stacks: list[str] = []
         for name in pipeline.stages:
             stage = AppMeshStage(self, name.capitalize(), config=stage_config(config, name, name in pipeline.protected_stages), env=env)
             self.stages[name] = stage
@@ -99,6 +100,8 @@ class PipelineStack(Stack):
             if name in pipeline.approval_stages:
                 pre.append(pipelines.ManualApprovalStep(f"Approve-{name}", comment=f"Promote to {name}?"))
             post: list[pipelines.Step] = [self._smoke_test(name, stage)]
+            if name in pipeline.protected_stages:
+                post.append(self._protect(name, stage))
             canary = canary_virtual_service(config.mesh.topology.virtual_services) if name in pipeline.canary_stages else None
             later: list[tuple[str, list[pipelines.Step]]] = []
             if canary is not None:
@@ -112,6 +115,13 @@ class PipelineStack(Stack):
         self.pipeline.build_pipeline()
         self._acknowledge_pipeline_internals()
         self._acknowledge_canary_logs()
+        if self._protected_stacks:
+            acknowledge(
+                self.pipeline,
+                "The protect step names each stack it protects; the '/*' is the id CloudFormation gives a stack when it "
+                "creates it, which no template can know.",
+                *(wildcard_resource(self, arn) for arn in self._protected_stacks),
+            )
 
     def _smoke_test(self, name: str, stage: AppMeshStage) -> pipelines.Step:
         return pipelines.CodeBuildStep(
@@ -127,6 +137,25 @@ class PipelineStack(Stack):
                             service="codebuild", resource="project", resource_name=f"{stage.application.routing.stack_name}-smoke-test"
                         )
                     ],
+                )
+            ],
+        )
+
+    def _protect(self, name: str, stage: AppMeshStage) -> pipelines.Step:
+        """Turn on the termination protection of the stage's stacks. The pipeline's CloudFormation
+        deploy actions ignore the stacks' `termination_protection` (aws/aws-cdk#17871): only the CLI
+        applies it. One command per stack: CodeBuild fails the build on the first that fails."""
+        names = [stack.stack_name for stack in stage.application.stacks]
+        arns = [self.format_arn(service="cloudformation", resource="stack", resource_name=f"{n}/*") for n in names]
+        self._protected_stacks.extend(arns)
+        return pipelines.CodeBuildStep(
+            f"Protect-{name}",
+            commands=[f"aws cloudformation update-termination-protection --enable-termination-protection --stack-name {n}" for n in names],
+            role_policy_statements=[
+                iam.PolicyStatement(
+                    actions=["cloudformation:UpdateTerminationProtection"],
+                    # Each stack by name; the trailing `/*` is CloudFormation's stack id, fixed only once it exists.
+                    resources=arns,
                 )
             ],
         )

@@ -106,6 +106,39 @@ def test_prod_stacks_are_termination_protected(pipeline_synth: Synthesized) -> N
             assert stack.termination_protection is expected, stack.stack_name
 
 
+def test_a_protected_stage_turns_on_its_stacks_termination_protection(
+    pipeline_synth: Synthesized, pipeline_template: dict[str, Any]
+) -> None:
+    """The pipeline's CloudFormation deploy actions ignore the stacks' terminationProtection
+    (aws/aws-cdk#17871): a step after the prod deploy sets it, on each prod stack and no other."""
+    prod = [stack.stack_name for stack in pipeline_synth.application.stages["prod"].application.stacks]
+    resources = pipeline_template["Resources"]
+    projects = {i: r["Properties"] for i, r in resources.items() if r["Type"] == "AWS::CodeBuild::Project"}
+    (protect_id,) = [i for i, p in projects.items() if "update-termination-protection" in p["Source"]["BuildSpec"]]
+    spec = json.loads(projects[protect_id]["Source"]["BuildSpec"])
+    assert spec["phases"]["build"]["commands"] == [
+        f"aws cloudformation update-termination-protection --enable-termination-protection --stack-name {name}" for name in prod
+    ]
+    # The standard CodeBuild image, which has the AWS CLI the commands call.
+    assert projects[protect_id]["Environment"]["Image"].startswith("aws/codebuild/standard:")
+    role = projects[protect_id]["ServiceRole"]["Fn::GetAtt"][0]
+    statements = [
+        statement
+        for policy in resources.values()
+        if policy["Type"] == "AWS::IAM::Policy" and {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "cloudformation:UpdateTerminationProtection" in json.dumps(statement["Action"])
+    ]
+    (statement,) = statements
+    assert statement["Action"] == "cloudformation:UpdateTerminationProtection"
+    assert sorted(statement["Resource"]) == sorted(f"arn:aws:cloudformation:us-west-1:123456789012:stack/{name}/*" for name in prod)
+    # The step runs in the prod stage, after its deploy; dev has none.
+    (prod_stage,) = [stage for stage in _pipeline_stages(pipeline_template) if stage["Name"] == "Prod"]
+    (dev_stage,) = [stage for stage in _pipeline_stages(pipeline_template) if stage["Name"] == "Dev"]
+    assert "Protect-prod" in [action["Name"] for action in prod_stage["Actions"]]
+    assert not any(action["Name"].startswith("Protect") for action in dev_stage["Actions"])
+
+
 def test_stage_names_regional_resources_apart(pipeline_synth: Synthesized) -> None:
     """Stages share an account and region: the cluster, the mesh and the Cloud Map namespace (the
     App Mesh controller takes the first namespace with its name) carry the stage."""
