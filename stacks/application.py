@@ -4,6 +4,7 @@ pipeline's stages, so what is reviewed locally is what gets promoted."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from aws_cdk import Annotations, Aspects, Environment, Stack
 from constructs import Construct
@@ -125,6 +126,14 @@ def build_application(scope: Construct, config: AppConfig) -> Application:
         )
         for index, slice_ in enumerate(slices)
     )
+    for earlier, later in pairwise(service_stacks):
+        # Services are cut in topology order, so removing one moves each later service of its
+        # stack's successors back one stack. Every manifest is applied with overwrite, and a
+        # manifest's Delete is `kubectl delete` of its objects by name: were the stack a service
+        # joins deployed first, the stack it leaves would then delete what the first had just
+        # taken over, and report success. Deployed later-first, the objects are deleted, then
+        # created again (their pods restart) by the stack they join.
+        earlier.add_stack_dependency(later, "a service that moves back one stack is deleted there before it is created here")
     routing = MeshRoutingStack(
         scope,
         name("MeshRouting"),

@@ -127,6 +127,18 @@ def test_a_service_added_at_the_end_leaves_every_other_where_it_was(tmp_path: An
         assert before.template_json(old)["Resources"] == after.template_json(new)["Resources"], old.stack_name
 
 
+def test_services_stacks_deploy_later_first(tmp_path: Any) -> None:
+    """Removing a service moves each later one of the following stacks back one stack. Every
+    manifest is applied with overwrite and deleted by name, so the stack a service leaves must
+    delete it before the stack it joins creates it: the other order would delete what the joining
+    stack had just taken over (components/manifests.py)."""
+    added = {"services": {"nodejsv3": {"source": "services/nodejs", "build_args": {"APP_VERSION": "3"}}}}
+    three = synthesize(tmp_path, {"services_per_stack": 2, "topology": json.dumps(added)}).application.services
+    assert [s.stack_name for s in three] == ["AppMesh-MeshServices", "AppMesh-MeshServices2", "AppMesh-MeshServices3"]
+    assert three[1] in three[0].dependencies and three[2] in three[1].dependencies
+    assert three[0] not in three[1].dependencies and three[1] not in three[2].dependencies
+
+
 def test_the_first_services_stack_keeps_its_name_and_resources_at_the_41st_service(tmp_path: Any) -> None:
     """At services_per_stack (40) services there is one services stack; the 41st service opens a
     second. The first must stay what it was (name, logical ids, resources): renamed, CloudFormation
