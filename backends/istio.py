@@ -15,14 +15,12 @@ from charts import istio
 from charts.workloads import add_objects, new_chart
 from components.istio import (
     CNI_NOT_READY_TAINT,
-    HUB,
+    EXAMPLE_IMAGES,
     ISTIOD_MAX_REPLICAS,
-    VERSION,
     IstioControlPlane,
     IstioGateway,
     gateway_max_replicas,
     gateway_values,
-    istiod_values,
 )
 from components.mesh_workload import WorkloadIdentity, attach_chart, imported_cluster
 from components.metrics_server import PODS as METRICS_SERVER_PODS
@@ -39,7 +37,9 @@ from mesh.parts import Injection, ServiceParts
 
 from .base import DiscoveryNeeds, GatewayInstall, MeshBackend, MetricsWorkspace, Platform, PlatformContext
 
-PROXY_IMAGE = f"{HUB}/proxyv2:{VERSION}"
+# The proxy image the injector adds, as the model writes it: the mirror of proxyv2 (an image asset,
+# whose URI only a deploy fills in), at an example account. Its user is Istio's 1337.
+PROXY_IMAGE = EXAMPLE_IMAGES.proxy
 ISTIO_UID = 1337
 # A stopping pod keeps serving this long before SIGTERM: its callers' sidecars drop the endpoint
 # only when istiod pushes them the change, and istiod batches endpoint changes for up to
@@ -148,7 +148,8 @@ class IstioBackend(MeshBackend):
             scope,
             "Istio",
             cluster=cluster,
-            istiod=istiod_values(egress_registry_only=topology.egress_filter == "DROP_ALL", tracing=topology.tracing == "on"),
+            egress_registry_only=topology.egress_filter == "DROP_ALL",
+            tracing=topology.tracing == "on",
         )
         labels = {**self.namespace_labels(names, topology), **pod_security_labels(self.pod_security)}
         namespace = application_namespace(scope, cluster, name=names.namespace, labels=labels, after=[control_plane.gate.ready])

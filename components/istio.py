@@ -2,15 +2,21 @@
 installed in that order and waited for, and a gate that proves the sidecar injector answers.
 
 Istio 1.31 supports Kubernetes 1.32 to 1.36 (istio.io, "Announcing Istio 1.31"); its charts are
-published at blob.istio.io (nothing for 1.31 at the older storage bucket), its images at
-docker.io/istio and at gcr.io/istio-release, which is where the cluster pulls them. Every value
-set here is a key of the pinned chart's values.yaml (tests/unit/test_helm_values.py), because Helm
-silently ignores a key a chart does not read.
+published at blob.istio.io (nothing for 1.31 at the older storage bucket), its images only at
+docker.io/istio, which the cluster never pulls from: they are mirrored into the account's ECR
+(IstioImages). Every value set here is a key of the pinned chart's values.yaml
+(tests/unit/test_helm_values.py), because Helm silently ignores a key a chart does not read.
+
+Chart lines cited below are those of the chart sources the conformance layer renders (istio/istio's
+release-1.31 branch, module istio.io/istio v0.0.0-20260827124520-eed52ebb66ad: conformance/
+charts.py), whose values.yaml files and injection template are byte-identical to the pinned ones in
+../shared/reference (commit a8d7012).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import aws_eks_v2 as eks
@@ -20,6 +26,7 @@ from charts.istio import COLLECTOR_HOST, TRACING_PROVIDER, gateway_pod_labels
 from charts.workloads import nlb_annotations, zone_spread
 
 from .helm_addon import HelmPin, owned_namespace, pinned_release
+from .mirror import MIRROR_ARCHITECTURE, example_asset_uri, mirrored_image
 from .webhook_gate import WebhookGate
 
 # The one Istio version: the four charts, the images' tag, the proxies the injector adds (and so
@@ -31,11 +38,68 @@ from .webhook_gate import WebhookGate
 VERSION = "1.31.4"
 REPOSITORY = "https://blob.istio.io/istio-release/charts"
 NAMESPACE = "istio-system"
-# Istio's official mirror of its images (istio.io/latest/blog/2020/docker-rate-limit/: "Istio
-# provides official mirrors to Google Container Registry ... hub=gcr.io/istio-release", from 1.5):
-# istiod, the CNI agent and every sidecar and gateway come from here, with no anonymous pull limit
-# like Docker Hub's, which one NAT address and three nodes reach on a redeploy or a node roll.
-HUB = "gcr.io/istio-release"
+# Where Istio publishes its images, from 1.31 on only (istio.io blog, 2026-08-21: "Starting with
+# Istio 1.31, we will only publish Istio container images to docker.io/istio"; gcr.io/istio-release,
+# the mirror this app used before, has no 1.31 image). Only the source of the mirrors: the deployer's
+# Docker pulls from here at `cdk deploy`, the nodes pull the mirrors from ECR, because Docker Hub's
+# anonymous pull limit is reached by one NAT address and three nodes on a redeploy or a node roll.
+UPSTREAM_HUB = "docker.io/istio"
+
+
+@dataclass(frozen=True)
+class IstioImages:
+    """Every image the pinned charts make the cluster pull with our values, as full references.
+
+    A value with a "/" is used as it is, with no hub before it and no tag after it (so the tag is
+    never appended twice), in every template that renders one of these images:
+    - istiod: `image`, manifests/charts/istio-control/istio-discovery/templates/deployment.yaml
+      lines 98-99 (`{{- if contains "/" .Values.image }}` / `image: "{{ .Values.image }}"`; the
+      hub/image:tag form is line 101). The 1.31 chart reads `image` at its top level (values.yaml
+      line 17, "Can be a full hub/image:tag"); `pilot.image`, an older chart's key, is not in it
+      and would be ignored.
+    - the sidecar: `global.proxy.image` (values.yaml line 334), files/injection-template.yaml lines
+      188-189 (istio-proxy); its istio-validation init container (istio-cni on): `global.proxy_init.
+      image` (values.yaml line 416), lines 87-88. The injector's own `.ProxyImage`/`.ProxyInitImage`
+      (hub/image:tag) are only the else branches, lines 191 and 90.
+    - the gateway chart's pod (`image: auto`, templates/deployment.yaml line 73): the injector's
+      files/gateway-injection-template.yaml lines 28-29, `global.proxy.image` again; so do
+      files/kube-gateway.yaml lines 88-89 and files/waypoint.yaml lines 103-104, which this app does
+      not use.
+    - the CNI agent: the cni chart's `image` (values.yaml line 7), templates/daemonset.yaml lines
+      93-94 (line 96 the hub/image:tag form).
+    The base chart deploys no container. ztunnel (ambient) is not installed.
+    """
+
+    pilot: str
+    proxy: str
+    install_cni: str
+
+
+# IstioImages field -> the image's name under UPSTREAM_HUB.
+IMAGE_NAMES = {"pilot": "pilot", "proxy": "proxyv2", "install_cni": "install-cni"}
+
+
+def upstream_image(name: str) -> str:
+    """An Istio image at the pinned version where Istio publishes it: what a mirror is built FROM."""
+    return f"{UPSTREAM_HUB}/{name}:{VERSION}"
+
+
+def mirrored_images(scope: Construct) -> IstioImages:
+    """The three images as ECR image assets (components/mirror.py), at VERSION: a new VERSION is a
+    new build argument, so new assets, pushed by the next `cdk deploy` before the charts move."""
+    uris = {
+        field: mirrored_image(
+            scope, f"{field.title().replace('_', '')}Image", upstream=upstream_image(name), display_name=f"Istio {name} {VERSION} image"
+        ).image_uri
+        for field, name in IMAGE_NAMES.items()
+    }
+    return IstioImages(**uris)
+
+
+# The images where no deploy fills in the account and the asset hash: what the model of the cluster
+# (the backend's injected containers) and the unit tests put where the asset URIs go.
+EXAMPLE_IMAGES = IstioImages(**{field: example_asset_uri(f"istio-{name}-{VERSION}") for field, name in IMAGE_NAMES.items()})
+
 # A revision-based install (istio.io/latest/docs/setup/upgrade/canary/): istiod is revision
 # REVISION, and the `default` revision tag points at it. The tag's webhook selects namespaces
 # labelled istio-injection=enabled just as an unrevisioned istiod's would (manifests/charts/
@@ -78,7 +142,7 @@ PROXY_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu
 GATE_NAMESPACE = "istio-webhook-gate"
 
 
-def istiod_values(*, egress_registry_only: bool, tracing: bool) -> dict[str, Any]:
+def istiod_values(*, egress_registry_only: bool, tracing: bool, images: IstioImages) -> dict[str, Any]:
     mesh_config: dict[str, Any] = {
         # Envoy's access log, as JSON on stdout, which the CloudWatch add-on ships.
         "accessLogFile": "/dev/stdout",
@@ -102,7 +166,10 @@ def istiod_values(*, egress_registry_only: bool, tracing: bool) -> dict[str, Any
     return {
         "revision": REVISION,
         "revisionTags": [DEFAULT_TAG],
-        "global": {"hub": HUB, "tag": VERSION, "proxy": {"resources": PROXY_RESOURCES}},
+        # Full references (IstioImages says where the chart uses them as they are), so no `hub`:
+        # the chart's default hub is never used. No `tag` either: nothing else in the chart reads it.
+        "image": images.pilot,
+        "global": {"proxy": {"image": images.proxy, "resources": PROXY_RESOURCES}, "proxy_init": {"image": images.proxy}},
         # istio-cni programs the pods' traffic redirect: no injected container needs NET_ADMIN.
         "cni": {"enabled": True},
         # The chart sets no `replicas` when autoscaling: the HorizontalPodAutoscaler owns them.
@@ -133,10 +200,30 @@ def base_values() -> dict[str, Any]:
     return {"defaultRevision": REVISION}
 
 
-def cni_values() -> dict[str, Any]:
-    # The chart's defaults chain the plugin after the VPC CNI in /etc/cni/net.d (`chained: true`;
-    # tests/unit/test_helm_values.py holds it): nothing else.
-    return {"global": {"hub": HUB, "tag": VERSION}}
+def cni_values(*, images: IstioImages) -> dict[str, Any]:
+    """The chart's defaults chain the plugin after the VPC CNI in /etc/cni/net.d (`chained: true`;
+    tests/unit/test_helm_values.py holds it). The agent's image is the mirror, a full reference
+    (IstioImages)."""
+    return {
+        "image": images.install_cni,
+        # The agent's version as the chart records it (templates/configmap-cni.yaml line 16,
+        # CURRENT_AGENT_VERSION: `.Values.tag | default .Values.global.tag`): read from the tag
+        # alone, now that the image is a full reference.
+        "global": {"tag": VERSION},
+        # The mirror is built for one architecture (components/mirror.py) and the DaemonSet
+        # tolerates every taint: on Auto Mode, whose `system` node pool may launch arm64 nodes, the
+        # agent would crash there and Helm's wait would fail the release. Those nodes run only the
+        # add-ons that tolerate CriticalAddonsOnly, never a meshed pod, so they need no agent.
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": [MIRROR_ARCHITECTURE]}]}
+                    ]
+                }
+            }
+        },
+    }
 
 
 def gateway_values(*, name: str, port: int, replicas: int, scheme: str) -> dict[str, Any]:
@@ -171,17 +258,29 @@ class IstioControlPlane(Construct):
     """base (the CRDs) -> istiod -> cni, each waited for, then the injector gate."""
 
     def __init__(
-        self, scope: Construct, id: str, *, cluster: eks.ICluster, istiod: Mapping[str, Any], after: Sequence[IConstruct] = ()
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        cluster: eks.ICluster,
+        egress_registry_only: bool,
+        tracing: bool,
+        after: Sequence[IConstruct] = (),
     ) -> None:
         super().__init__(scope, id)
+        # Pushed by `cdk deploy` before this stack's template runs, so the images are in ECR
+        # before a release asks for them; the nodes pull them with the ECR read policy on their
+        # role (components/cluster.py; Auto Mode's node role carries it too).
+        self.images = mirrored_images(Construct(self, "Images"))
+        istiod = istiod_values(egress_registry_only=egress_registry_only, tracing=tracing, images=self.images)
         # The CNI agent (hostNetwork, hostPath, NET_ADMIN) needs the privileged level: said here,
         # so that a cluster-wide default level or a policy add-on cannot stop it silently.
         self.namespace = owned_namespace(self, cluster, NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "privileged"})
         self.base = pinned_release(Construct(self, "Base"), cluster, BASE, values=base_values(), after=[self.namespace, *after])
-        self.istiod = pinned_release(Construct(self, "Istiod"), cluster, ISTIOD, values=dict(istiod), after=[self.base])
+        self.istiod = pinned_release(Construct(self, "Istiod"), cluster, ISTIOD, values=istiod, after=[self.base])
         # The CNI agent must run on the nodes before a meshed pod starts (its istio-validation
         # init container checks the redirect is in place).
-        self.cni = pinned_release(Construct(self, "Cni"), cluster, CNI, values=cni_values(), after=[self.istiod])
+        self.cni = pinned_release(Construct(self, "Cni"), cluster, CNI, values=cni_values(images=self.images), after=[self.istiod])
         # The injector fails closed, and istiod patches its CA bundle after it is Ready: the gate
         # dry-runs a pod in a namespace labelled for injection until the webhook answers.
         self.gate = WebhookGate(

@@ -1,10 +1,11 @@
 """Just enough of Go's text/template (and Helm's sprig functions) to render the parts of Istio's
-injection template that Pod Security judges: the injected containers' securityContext blocks.
+injection template that Pod Security judges (the injected containers' securityContext blocks) and
+the injected containers' images.
 
 Supported: `{{ if }}`/`{{ else if }}`/`{{ else }}`/`{{ end }}` with `{{-`/`-}}` trimming, field
 chains (`.Values.global.proxy.privileged`), `$variables`, string and number literals,
-parentheses, pipelines, and the functions not, and, or, eq, ne, index, default, quote, toYaml,
-nindent, indent. Anything else raises, so a template that changes shape fails the test loudly
+parentheses, pipelines, and the functions not, and, or, eq, ne, index, default, contains, quote,
+toYaml, nindent, indent, and the injector's annotation. Anything else raises, so a template that changes shape fails the test loudly
 rather than rendering wrong.
 """
 
@@ -208,6 +209,11 @@ def _call(name: str, args: list[Any]) -> Any:
     if name == "default":  # `x | default d`: d when x is empty
         fallback, value = args[0], args[1] if len(args) > 1 else None
         return value if _truthy(value) else fallback
+    if name == "contains":  # sprig: `contains substring string`
+        return str(args[0]) in str(args[1])
+    if name == "annotation":  # Istio's injector: the pod's annotation, else the default given
+        meta, key, fallback = args
+        return (meta.get("Annotations") or {}).get(key, fallback)
     if name == "quote":
         return f'"{args[0]}"'
     if name == "toYaml":

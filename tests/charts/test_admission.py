@@ -205,9 +205,62 @@ def _render_injection_security(container: str, istiod: dict[str, Any], *, native
 
 
 def _istiod_values() -> dict[str, Any]:
-    from components.istio import istiod_values
+    from components.istio import EXAMPLE_IMAGES, istiod_values
 
-    return istiod_values(egress_registry_only=True, tracing=True)
+    return istiod_values(egress_registry_only=True, tracing=True, images=EXAMPLE_IMAGES)
+
+
+def _image_block(template: str, container: str) -> str:
+    """The `{{ if contains "/" ... }} image: ... {{ else }} image: ... {{ end }}` that follows
+    `- name: <container>` in the injection template."""
+    lines = template.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == f"- name: {container}")
+    begin = next(i for i in range(start, len(lines)) if 'contains "/"' in lines[i])
+    end = next(i for i in range(begin, len(lines)) if lines[i].strip() == "{{- end }}")
+    return "\n".join(lines[begin : end + 1])
+
+
+def _render_injection_image(container: str, istiod: dict[str, Any], annotations: dict[str, str] | None = None) -> str:
+    """The image the injector gives `container`, with the chart's defaults under our values. The
+    injector's own .ProxyImage/.ProxyInitImage (hub/image:tag, computed by istiod) are given as
+    markers: they are what a value without a "/" would get."""
+    import yaml
+
+    from tests.charts.gotemplate import Template
+
+    defaults = yaml.safe_load(upstream.text("istio-1.31-istio-discovery-values.yaml"))["_internal_defaults_do_not_set"]
+    values = _merge(defaults, istiod)
+    data = {
+        "Values": {"global": values["global"]},
+        "ObjectMeta": {"Annotations": annotations or {}},
+        "ProxyImage": "<ProxyImage>",
+        "ProxyInitImage": "<ProxyInitImage>",
+    }
+    text = Template(_image_block(upstream.text("istio-1.31-injection-template.yaml"), container)).render(data, {})
+    return yaml.safe_load(text)["image"]  # type: ignore[no-any-return]
+
+
+def test_istio_injected_images_are_our_mirror_as_it_is() -> None:
+    """Both containers the injector adds run the proxyv2 mirror given in `global.proxy.image` and
+    `global.proxy_init.image`, word for word: the template uses a value with a "/" as it is
+    (istio-1.31-injection-template.yaml lines 87-88 and 188-189), so no hub goes before it and no
+    tag after it. And the check is live: the chart's default name takes the other branch."""
+    from components.istio import EXAMPLE_IMAGES
+
+    values = _istiod_values()
+    assert _render_injection_image("istio-validation", values) == EXAMPLE_IMAGES.proxy
+    assert _render_injection_image("istio-proxy", values) == EXAMPLE_IMAGES.proxy
+    backend = backend_named("istio")
+    config = _config("istio")
+    template = pod_templates(all_objects(render(config, backend)))["Deployment/nodejs-app"]
+    assert {c["image"] for c in backend.injected(template, config.mesh.topology).init_containers} == {EXAMPLE_IMAGES.proxy}
+    defaults = _merge(values, {"global": {"proxy": {"image": "proxyv2"}, "proxy_init": {"image": "proxyv2"}}})
+    assert _render_injection_image("istio-proxy", defaults) == "<ProxyImage>"
+    assert _render_injection_image("istio-validation", defaults) == "<ProxyInitImage>"
+    # A pod may still name its own proxy image (sidecar.istio.io/proxyImage); none of ours does.
+    annotated = {"sidecar.istio.io/proxyImage": "example.com/proxy:1"}
+    assert _render_injection_image("istio-proxy", values, annotated) == "example.com/proxy:1"
+    assert "sidecar.istio.io/proxyImage" not in json.dumps(all_objects(render(config, backend)))
 
 
 def test_istio_injected_containers_are_the_injection_template_rendered_with_our_values() -> None:

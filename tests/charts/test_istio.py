@@ -11,7 +11,7 @@ import yaml
 import upstream
 from backends import backend_named
 from backends.render import all_objects, render
-from components.istio import istiod_values
+from components.istio import EXAMPLE_IMAGES, istiod_values
 from mesh.names import mesh_names
 from tests.charts.conftest import find
 from tests.conftest import cdk_json_context
@@ -174,7 +174,7 @@ def test_probes_are_http_for_the_injector_to_rewrite_and_no_pod_carries_an_irsa_
             }
     chart = yaml.safe_load(upstream.text("istio-1.31-istio-discovery-values.yaml"))["_internal_defaults_do_not_set"]
     assert chart["sidecarInjectorWebhook"]["rewriteAppHTTPProbe"] is True
-    assert "sidecarInjectorWebhook" not in istiod_values(egress_registry_only=True, tracing=True)
+    assert "sidecarInjectorWebhook" not in istiod_values(egress_registry_only=True, tracing=True, images=EXAMPLE_IMAGES)
     for name in ("frontend", "nodejs", "nodejsv2", "crystal"):
         assert "annotations" not in find(objects, "ServiceAccount", name)["metadata"]
 

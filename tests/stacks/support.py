@@ -6,6 +6,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
+def registry(reference: str) -> str:
+    """The registry a container runtime pulls `reference` from. As containerd and Docker normalize
+    a name (distribution/reference, ParseNormalizedNamed): the first path component is a registry
+    only when it has a dot or a port or is `localhost`; otherwise, and for a name with no path at
+    all, the registry is Docker Hub."""
+    first, slash, _ = reference.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
 
 def statement(template: Any, sid: str) -> dict[str, Any]:
     found = [

@@ -20,10 +20,10 @@ import yaml
 
 import upstream
 from components.edge_envoy import UPSTREAM_IMAGE
-from components.istio import VERSION
+from components.istio import IMAGE_NAMES, VERSION
 from tests.conftest import Synthesized
+from tests.stacks.support import DOCKER_HUB, registry
 
-DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 # What an ECR image asset's URI is in a template (an Fn::Sub the deploy fills in).
 ASSET_REGISTRY = "${AWS::AccountId}.dkr.ecr.us-west-1.${AWS::URLSuffix}"
 # cert-manager's chart defaults (deploy/charts/cert-manager/values.yaml, cert-manager/cert-manager):
@@ -39,17 +39,6 @@ PINNED_VALUES = {
     "appmesh-controller": "appmesh-controller-1.13.3-values.yaml",
     "aws-gateway-controller-chart": "lattice-gateway-controller-v2.1.3-values.yaml",
 }
-
-
-def registry(reference: str) -> str:
-    """The registry a container runtime pulls `reference` from. As containerd and Docker normalize
-    a name (distribution/reference, ParseNormalizedNamed): the first path component is a registry
-    only when it has a dot or a port or is `localhost`; otherwise, and for a name with no path at
-    all, the registry is Docker Hub."""
-    first, slash, _ = reference.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"
 
 
 @pytest.mark.parametrize(
@@ -130,7 +119,13 @@ def chart_images(chart: str, values: dict[str, Any], istiod: dict[str, Any] | No
         return []  # CRDs, webhooks and RBAC only
     if chart == "istiod":
         # istiod itself, and the proxy the injector adds to every pod (the gateway's too).
-        return [_istio_image(merged, merged["image"]), _istio_image(merged, merged["global"]["proxy"]["image"])]
+        global_ = merged["global"]
+        return [
+            _istio_image(merged, merged["image"]),
+            _istio_image(merged, global_["proxy"]["image"]),
+            # the sidecars' istio-validation init container (istio-cni on)
+            _istio_image(merged, global_["proxy_init"]["image"]),
+        ]
     if chart == "cni":
         return [_istio_image(merged, merged["image"])]
     if chart == "gateway":
@@ -179,7 +174,7 @@ def cluster_images(synthesized: Synthesized) -> dict[str, set[str]]:
 # ECR registries and appear in no template.
 EXPECTED_REGISTRIES = {
     "appmesh": {"840364872350.dkr.ecr.us-west-2.amazonaws.com", "public.ecr.aws", "quay.io", "registry.k8s.io", ASSET_REGISTRY},
-    "istio": {"gcr.io", "registry.k8s.io", ASSET_REGISTRY},
+    "istio": {"registry.k8s.io", ASSET_REGISTRY},
     "lattice": {"public.ecr.aws", "registry.k8s.io", ASSET_REGISTRY},
 }
 
@@ -192,15 +187,51 @@ def test_no_image_the_cluster_pulls_comes_from_docker_hub(synths: Any, backend: 
     assert {registry(image) for image in images} == EXPECTED_REGISTRIES[backend]
 
 
-def test_istio_pulls_its_own_images_from_its_mirror(synths: Any) -> None:
-    """istiod, the CNI agent and the proxy of every sidecar and of the gateway, all at the pinned
-    version from gcr.io/istio-release."""
-    images = {image for image in cluster_images(synths["istio"]) if "istio" in image}
-    assert images == {f"gcr.io/istio-release/{name}:{VERSION}" for name in ("pilot", "proxyv2", "install-cni")}
+def _docker_image_assets(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
+    """image URI as the templates spell it -> the asset's source (folder, build args, platform),
+    over every stack of the app."""
+    found = {}
+    for stack in synthesized.application.stacks:
+        name = f"{stack.artifact_id}.assets.json"
+        for manifest in [synthesized.outdir / name, *synthesized.outdir.glob(f"assembly-*/{name}")]:
+            if not manifest.exists():
+                continue
+            for asset in json.loads(manifest.read_text()).get("dockerImages", {}).values():
+                for destination in asset["destinations"].values():
+                    found[f"{ASSET_REGISTRY}/{destination['repositoryName']}:{destination['imageTag']}"] = asset["source"]
+    return found
+
+
+def test_istio_pulls_its_images_from_its_mirrors_in_ecr(synths: Any) -> None:
+    """istiod, the CNI agent and the proxy of every sidecar (its istio-validation init container
+    too) and of the gateway: ECR image assets, each built FROM Istio's own image at the pinned
+    version on docker.io/istio (the only place Istio 1.31 publishes them), by the deployer's Docker
+    at `cdk deploy`, for the nodes' platform."""
+    istio: Synthesized = synths["istio"]
+    images = cluster_images(istio)
+    # What Istio's charts deploy or make the injector add (base, istiod, cni, gateway).
+    mirrored = {image for image, where in images.items() if any("(chart " in place for place in where)}
+    assert {registry(image) for image in mirrored} == {ASSET_REGISTRY}
+    assets = _docker_image_assets(istio)
+    assert sorted(assets[image]["dockerBuildArgs"]["UPSTREAM_IMAGE"] for image in mirrored) == [
+        f"docker.io/istio/{name}:{VERSION}" for name in ("install-cni", "pilot", "proxyv2")
+    ]
+    assert sorted(IMAGE_NAMES.values()) == ["install-cni", "pilot", "proxyv2"]
+    for image in mirrored:
+        assert assets[image]["platform"] == "linux/amd64", image
+        assert assets[image]["dockerBuildArgs"].keys() == {"UPSTREAM_IMAGE"}, image
+    # One folder for every mirror: the Dockerfile is FROM the build argument and nothing else.
+    dockerfile = (istio.outdir / assets[next(iter(mirrored))]["directory"] / "Dockerfile").read_text()
+    assert [line for line in dockerfile.splitlines() if line and not line.startswith("#")] == [
+        "ARG UPSTREAM_IMAGE",
+        "FROM ${UPSTREAM_IMAGE}",
+    ]
+    # Nothing of Istio from anywhere else (gcr.io/istio-release has no 1.31 image).
+    assert not [image for image in images if "istio" in image and image not in mirrored]
 
 
 def test_the_lattice_gateway_runs_envoy_from_an_image_asset(synths: Any) -> None:
-    """The edge Envoy is the project's ECR image asset, built FROM the pinned Envoy release (the
+    """The edge Envoy is the project's ECR image asset, mirrored FROM the pinned Envoy release (the
     deployer's Docker pulls that once, at deploy time)."""
     lattice: Synthesized = synths["lattice"]
     routing = lattice.template_json(lattice.application.routing)
@@ -214,8 +245,7 @@ def test_the_lattice_gateway_runs_envoy_from_an_image_asset(synths: Any) -> None
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     image = container["image"]
     assert registry(image) == ASSET_REGISTRY
-    assets = json.loads((lattice.outdir / f"{lattice.application.routing.artifact_id}.assets.json").read_text())
-    (asset,) = [a for a in assets["dockerImages"].values() if image.endswith(":" + next(iter(a["destinations"].values()))["imageTag"])]
-    assert asset["source"]["dockerBuildArgs"] == {"ENVOY_IMAGE": UPSTREAM_IMAGE}
-    assert asset["source"]["platform"] == "linux/amd64"
+    asset = _docker_image_assets(lattice)[image]
+    assert asset["dockerBuildArgs"] == {"UPSTREAM_IMAGE": UPSTREAM_IMAGE}
+    assert asset["platform"] == "linux/amd64"
     assert UPSTREAM_IMAGE == "docker.io/envoyproxy/envoy:distroless-v1.40.0"

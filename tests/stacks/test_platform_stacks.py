@@ -254,6 +254,11 @@ def test_cluster_options_auto_mode_public_endpoint_allowlist_and_admin(tmp_path:
         },
     )
     template.resource_count_is("AWS::EKS::Nodegroup", 0)
+    # Auto Mode's nodes pull the image assets (the services', the mirrors of Istio and Envoy) with
+    # their own role, as the node group's do (test_node_role_carries_no_mesh_or_xray_permissions).
+    (node_role,) = [r for name, r in template.find_resources("AWS::IAM::Role").items() if "nodePoolRole" in name]
+    attached = json.dumps(node_role["Properties"]["ManagedPolicyArns"])
+    assert "AmazonEC2ContainerRegistryReadOnly" in attached and "AmazonEKSWorkerNodePolicy" in attached
     (admin,) = template.find_resources(
         "AWS::EKS::AccessEntry", {"Properties": {"PrincipalArn": "arn:aws:iam::123456789012:role/Admin"}}
     ).values()

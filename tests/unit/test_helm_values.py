@@ -12,8 +12,9 @@ import yaml
 
 import upstream
 from components.appmesh_controller import AppMeshController
-from components.istio import base_values, cni_values, gateway_values, istiod_values
+from components.istio import EXAMPLE_IMAGES, VERSION, base_values, cni_values, gateway_values, istiod_values
 from components.lattice import controller_values
+from components.mirror import MIRROR_ARCHITECTURE
 
 # Maps whose keys are the user's (labels, annotations, environment) or a Kubernetes type's
 # (securityContext, resources), not the chart's.
@@ -84,8 +85,11 @@ def _chart_defaults(artifact: str) -> dict[str, Any]:
 CHARTS = {
     "appmesh-controller": ("appmesh-controller-1.13.3-values.yaml", lambda: AppMeshController.helm_values("us-west-1", tracing=True)),
     "base": ("istio-1.31-base-values.yaml", base_values),
-    "istiod": ("istio-1.31-istio-discovery-values.yaml", lambda: istiod_values(egress_registry_only=True, tracing=True)),
-    "cni": ("istio-1.31-istio-cni-values.yaml", cni_values),
+    "istiod": (
+        "istio-1.31-istio-discovery-values.yaml",
+        lambda: istiod_values(egress_registry_only=True, tracing=True, images=EXAMPLE_IMAGES),
+    ),
+    "cni": ("istio-1.31-istio-cni-values.yaml", lambda: cni_values(images=EXAMPLE_IMAGES)),
     "gateway": ("istio-1.31-gateway-values.yaml", lambda: gateway_values(name="ingress-gw", port=8088, replicas=2, scheme="internal")),
     "aws-gateway-controller-chart": (
         "lattice-gateway-controller-v2.1.3-values.yaml",
@@ -114,6 +118,9 @@ def test_a_misspelt_key_is_reported() -> None:
     assert mesh_config_unknown({"accessLogFile": "/dev/stdout", "outboundTrafficPolicy": {"mod": "REGISTRY_ONLY"}}) == [
         "meshConfig.outboundTrafficPolicy.mod"
     ]
+    # istiod's own image is the 1.31 chart's top-level `image`; `pilot.image` was the old chart's.
+    istiod = _chart_defaults("istio-1.31-istio-discovery-values.yaml")
+    assert unknown_keys({"pilot": {"image": "x"}, "image": "x", "global": {"proxy_init": {"image": "x"}}}, istiod) == ["pilot"]
     gateway = _chart_defaults("istio-1.31-gateway-values.yaml")
     assert unknown_keys({"service": {"ports": [{"name": "http", "targetPrt": 8088}]}}, gateway) == ["service.ports[0].targetPrt"]
 
@@ -132,8 +139,55 @@ def test_istio_cni_stays_chained_after_the_vpc_cni() -> None:
     standalone it would replace the pods' network setup. Our values leave the default alone."""
     defaults = _chart_defaults("istio-1.31-istio-cni-values.yaml")
     assert defaults["chained"] is True
-    assert {**defaults, **cni_values()}["chained"] is True
-    assert "chained" not in cni_values()
+    assert {**defaults, **cni_values(images=EXAMPLE_IMAGES)}["chained"] is True
+    assert "chained" not in cni_values(images=EXAMPLE_IMAGES)
+
+
+def _image_values(chart: str) -> dict[str, str]:
+    """Every value named `image`, by its dotted path."""
+    found: dict[str, str] = {}
+
+    def walk(node: Any, path: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{path}{key}.")
+            elif key == "image":
+                found[f"{path}{key}"] = value
+
+    walk(CHARTS[chart][1](), "")
+    return found
+
+
+def test_istio_images_are_full_references_to_the_mirrors() -> None:
+    """The charts use an image value with a "/" as it is, adding neither hub nor tag (components/
+    istio.py IstioImages cites each template line): each value is a whole reference with its one
+    tag, and every image key the charts read for a container we run is set. The chart's own
+    defaults are bare names (`pilot`, `proxyv2`, `install-cni`) that would be put under a hub."""
+    assert _image_values("istiod") == {
+        "image": EXAMPLE_IMAGES.pilot,
+        "global.proxy.image": EXAMPLE_IMAGES.proxy,
+        "global.proxy_init.image": EXAMPLE_IMAGES.proxy,
+    }
+    assert _image_values("cni") == {"image": EXAMPLE_IMAGES.install_cni}
+    for image in (EXAMPLE_IMAGES.pilot, EXAMPLE_IMAGES.proxy, EXAMPLE_IMAGES.install_cni):
+        assert "/" in image and image.rsplit("/", 1)[1].count(":") == 1, image
+    istiod = _chart_defaults("istio-1.31-istio-discovery-values.yaml")
+    cni = _chart_defaults("istio-1.31-istio-cni-values.yaml")
+    defaults = (istiod["image"], istiod["global"]["proxy"]["image"], istiod["global"]["proxy_init"]["image"], cni["image"])
+    assert defaults == ("pilot", "proxyv2", "proxyv2", "install-cni")
+    # No hub: nothing is composed from one (a value the charts would use is a full reference).
+    assert "hub" not in CHARTS["istiod"][1]()["global"] and "hub" not in CHARTS["cni"][1]()["global"]
+
+
+def test_the_istio_cni_agent_runs_where_its_mirror_can() -> None:
+    """The mirror is one architecture (components/mirror.py); the DaemonSet tolerates every taint,
+    so without the affinity it would land on Auto Mode's arm64 system nodes and crash there. Its
+    reported version stays the pinned one (the chart reads `global.tag` for it)."""
+    values = cni_values(images=EXAMPLE_IMAGES)
+    (term,) = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term == {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": [MIRROR_ARCHITECTURE]}]}
+    assert MIRROR_ARCHITECTURE == "amd64"
+    assert values["global"] == {"tag": VERSION}
 
 
 def test_the_istio_gateway_keeps_a_replica_through_node_rolls_and_spreads_over_zones() -> None:
