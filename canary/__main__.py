@@ -7,8 +7,11 @@ roll back, with the figures behind it.
     python -m canary --spec nodejs.json --envoy-stats before.txt after.txt      # two saved snapshots
 
 Exit status: 0 promote, 3 wait (not enough requests yet), 4 roll back; 2 a wrong argument or spec,
-1 the metrics could not be read. `--max-waits N` judges again, a window later, up to N times while
-the verdict is wait. `--json` prints the judgement as JSON instead of the report; `--write-json
+1 the metrics could not be read. `--settle SECONDS` waits that long before the first judgement (after a
+step's deploy: a window and a scrape margin, so that the window holds only the step's traffic).
+`--max-waits N` judges again, a window later, up to N times while the verdict is wait. With `--step
+N`, the step's weights are the spec's: a step that gives the baseline weight 0 judges the candidate
+alone, on its absolute limits. `--json` prints the judgement as JSON instead of the report; `--write-json
 FILE` writes it beside the report; `--record DIR` writes it to DIR/canary/<virtual service>.json,
 where the frontend shows it.
 """
@@ -40,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     signing.add_argument("--no-sign", action="store_true", help="send the Prometheus queries unsigned")
     parser.add_argument("--window", type=int, metavar="SECONDS", help="the window to judge (default: the spec's window_seconds)")
     parser.add_argument("--step", type=int, metavar="N", help="which step of the spec is live (1-based), for the report")
+    parser.add_argument(
+        "--settle", type=int, default=0, metavar="SECONDS", help="wait this long before the first judgement (after a step's deploy)"
+    )
     parser.add_argument(
         "--max-waits", type=int, default=0, metavar="N", help="while the verdict is wait, judge again a window later, up to N times"
     )
@@ -84,9 +90,15 @@ def main(argv: list[str] | None = None, sleep: Callable[[float], None] = time.sl
             raise SpecError(f"--window {window}: must be at least 1 second")
         if not 0 <= args.max_waits <= 100 or (args.max_waits and args.envoy_stats):
             raise SpecError(f"--max-waits {args.max_waits}: 0 to 100, and only with a live source (not --envoy-stats)")
+        if not 0 <= args.settle <= 7200 or (args.settle and args.envoy_stats):
+            raise SpecError(f"--settle {args.settle}: 0 to 7200 seconds, and only with a live source (not --envoy-stats)")
+        weights = spec.steps[args.step - 1] if args.step else None
+        if args.settle:
+            print(f"canary: waiting {args.settle} s for a window of this step's traffic before the first judgement", flush=True)
+            sleep(args.settle)
         waits = 0
         while True:
-            judgement = judge(spec.baseline, spec.candidate, _observe(args, spec, window), spec.thresholds, window)
+            judgement = judge(spec.baseline, spec.candidate, _observe(args, spec, window), spec.thresholds, window, weights)
             if judgement.verdict is not Verdict.WAIT or waits == args.max_waits:
                 break
             waits += 1

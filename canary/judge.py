@@ -15,6 +15,10 @@ The checks, each with the bound that must cross the limit before it fails:
 * p99 latency, relative: the candidate's p99 low bound above both `p99_latency_max_ratio` times
   the baseline's p99 high bound and that high bound plus `p99_latency_tolerance_ms` (a histogram
   cannot tell 1 ms from 3 ms, so a regression must also be large in absolute terms).
+
+A step that sends the baseline nothing (the last, 0:1) has no baseline to compare with: the
+candidate alone is judged, on its absolute limit (its own `min_requests` and success rate), and the
+reason says so. Without the step's weights, both versions are judged.
 """
 
 from __future__ import annotations
@@ -124,8 +128,19 @@ def milliseconds(value: float) -> str:
     return f"{value:g} ms"
 
 
-def judge(baseline: str, candidate: str, observed: Mapping[str, Observed], thresholds: Thresholds, window_seconds: float) -> Judgement:
+def judge(
+    baseline: str,
+    candidate: str,
+    observed: Mapping[str, Observed],
+    thresholds: Thresholds,
+    window_seconds: float,
+    weights: tuple[int, int] | None = None,
+) -> Judgement:
+    """`weights`: the step's (baseline, candidate) weights; a baseline weight of 0 judges the
+    candidate alone."""
     requests = {name: observed[name].requests for name in (baseline, candidate)}
+    if weights is not None and weights[0] == 0:
+        return _judge_alone(baseline, candidate, observed, thresholds, window_seconds, requests)
     short = [name for name, count in requests.items() if count < thresholds.min_requests]
     if short:
         counts = ", ".join(f"{name} {requests[name]}" for name in short)
@@ -175,6 +190,41 @@ def judge(baseline: str, candidate: str, observed: Mapping[str, Observed], thres
         reason=f"failed: {', '.join(failed)}" if failed else "every check passed",
         success=success,
         p99_ms=p99,
+    )
+
+
+def _judge_alone(
+    baseline: str, candidate: str, observed: Mapping[str, Observed], thresholds: Thresholds, window_seconds: float, requests: dict[str, int]
+) -> Judgement:
+    """The baseline gets no requests at this step: nothing to compare with, so the candidate is
+    judged on its absolute limit alone."""
+    alone = f"{baseline} has weight 0 at this step: {candidate} judged alone on its absolute limits, not against {baseline}"
+    if requests[candidate] < thresholds.min_requests:
+        return Judgement(
+            Verdict.WAIT,
+            baseline,
+            candidate,
+            window_seconds,
+            requests,
+            reason=f"not enough requests in the window: {candidate} {requests[candidate]} (at least {thresholds.min_requests}); {alone}",
+        )
+    successes = observed[candidate].requests - observed[candidate].failures
+    success = clopper_pearson(successes, requests[candidate], thresholds.confidence)
+    check = Check(
+        "success rate",
+        success.high >= thresholds.success_rate_min,
+        f"{candidate} {percent(success.estimate)} (at most {percent(success.high)}), minimum {percent(thresholds.success_rate_min)}",
+    )
+    return Judgement(
+        Verdict.PROMOTE if check.passed else Verdict.ROLL_BACK,
+        baseline,
+        candidate,
+        window_seconds,
+        requests,
+        (check,),
+        reason=f"{'every check passed' if check.passed else 'failed: success rate'} ({alone})",
+        success={candidate: success},
+        p99_ms={candidate: quantile_bounds(observed[candidate].latency_ms, 0.99, thresholds.confidence)},
     )
 
 

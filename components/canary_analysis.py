@@ -2,7 +2,9 @@
 
 A CodeBuild project in the private subnets, started by the pipeline after each canary step (with
 STEP set), or by anyone with `aws codebuild start-build --project-name <stack>-canary-analysis
---environment-variables-override name=STEP,value=2,type=PLAINTEXT`. Its source is the `canary/`
+--environment-variables-override name=STEP,value=2,type=PLAINTEXT` (add
+`name=SETTLE_SECONDS,value=0,type=PLAINTEXT` to judge at once: by default it first waits a window and
+the scrape margin, so that the window holds only the step's traffic). Its source is the `canary/`
 folder alone (an S3 asset: the tool imports nothing else of the project), its role may only read
 the one Amazon Managed Service for Prometheus workspace it queries, and it exports one variable,
 VERDICT (promote, wait, roll back, or error), having printed the figures behind it. The build itself
@@ -34,14 +36,16 @@ QUERY_ACTIONS = ["aps:QueryMetrics", "aps:GetLabels", "aps:GetSeries", "aps:GetM
 
 
 def analysis_commands() -> list[str]:
-    """Judge step $STEP, waiting up to $MAX_WAITS windows for enough requests; export VERDICT.
-    The commands run in one shell (buildspec 0.2), so a variable set in one is seen by the next."""
+    """Judge step $STEP, $SETTLE_SECONDS after its deploy (a window of the step's own traffic),
+    waiting up to $MAX_WAITS windows more for enough requests; export VERDICT. CodeBuild runs each
+    command in a shell of its own but carries the variables and the directory one leaves to the
+    next (buildspec 0.2): `set -e` or an `exit` reach no further than their command."""
     return [
         'TOOL="$HOME/tool" && mkdir -p "$TOOL/canary" && cp -R "$CODEBUILD_SRC_DIR"/. "$TOOL/canary/"',
         'python3 -m pip install --quiet --disable-pip-version-check -r "$TOOL/canary/requirements.txt"',
         'printf \'%s\' "$CANARY_SPEC" > "$TOOL/spec.json"',
         'cd "$TOOL" && set +e; python3 -m canary --spec spec.json --prometheus "$PROMETHEUS_URL" --region "$AWS_REGION" '
-        '--step "$STEP" --max-waits "$MAX_WAITS" --write-json judgement.json; CODE=$?; set -e',
+        '--step "$STEP" --settle "$SETTLE_SECONDS" --max-waits "$MAX_WAITS" --write-json judgement.json; CODE=$?; set -e',
         # 0/3/4 are verdicts; anything else is an error the pipeline must not read as a promotion.
         'case "$CODE" in 0) VERDICT=promote;; 3) VERDICT=wait;; 4) VERDICT="roll back";; *) VERDICT=error;; esac',
         'echo "canary verdict for step $STEP: $VERDICT"',
@@ -58,14 +62,16 @@ class CanaryAnalysis(Construct):
         spec: Mapping[str, Any],
         workspace_arn: str,
         prometheus_url: str,
-        window_seconds: int,
+        settle_seconds: int,
         max_waits: int,
+        timeout_minutes: int,
         log_retention_days: int,
     ) -> None:
+        """`timeout_minutes`: config.canary.Canary.analysis_timeout_minutes (the settle, the
+        waits, and the setup around them)."""
         super().__init__(scope, id)
         tool = s3_assets.Asset(self, "Tool", path=str(TOOL), exclude=["__pycache__", "*.pyc"])
-        # Each judgement may wait max_waits windows more, each query taking its window: a bound.
-        timeout = Duration.minutes(min(480, 10 + (max_waits + 1) * window_seconds // 60 + 1))
+        timeout = Duration.minutes(timeout_minutes)
         self.log_group_name = f"/appmesh-eks/{Stack.of(self).stack_name}/{PURPOSE}"
         self.project, self.log_group = vpc_build_project(
             self,
@@ -84,6 +90,7 @@ class CanaryAnalysis(Construct):
                 "CANARY_SPEC": json.dumps(dict(spec), sort_keys=True),
                 "PROMETHEUS_URL": prometheus_url,
                 "STEP": "1",
+                "SETTLE_SECONDS": str(settle_seconds),
                 "MAX_WAITS": str(max_waits),
             },
             log_retention_days=log_retention_days,

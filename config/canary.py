@@ -14,13 +14,20 @@ the limits each step is judged by (python -m canary; README "Metric-gated canary
           p99_latency_max_ratio: 1.5     # the candidate's p99 against the baseline's
           p99_latency_tolerance_ms: 10   # and at least this much slower, to count
           max_waits: 6                   # windows a step may wait for enough requests
+          scrape_margin_seconds: 60      # after a step's deploy, its first judgement waits a window and this
 
-Validated here like every other setting; each refusal names the key, the value and the fix.
+Validated here like every other setting; each refusal names the key, the value and the fix. So is
+what the pipeline stored of a stage's canary (`canary_state.<stage>`, see CanaryState), and the
+time a step may take: CodeBuild timeouts are derived from these settings, and CodePipeline stops a
+CodeBuild action after 8 hours.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -41,7 +48,24 @@ _KEYS = {
     "p99_latency_max_ratio",
     "p99_latency_tolerance_ms",
     "max_waits",
+    "scrape_margin_seconds",
 }
+
+# How long the parts of a pipeline's canary step take at most, in minutes: the CodeBuild timeouts
+# are these plus the judge's own waiting (Canary.judging_seconds).
+# The analysis build: its ENI in the private subnets, `pip install` of the tool, the queries.
+ANALYSIS_SETUP_MINUTES = 10
+# The pipeline's step around it: its own `pip install`, the analysis build queued, its log read.
+STEP_MARGIN_MINUTES = 10
+# A deploy of the weights (a step, or a roll back): venv and `pip install`, `npm ci`, `make synth`
+# (about 3 minutes on CodeBuild's large instance), `cdk deploy` of the one routing stack.
+DEPLOY_MINUTES = 40
+# CodePipeline stops a CodeBuild action after 8 hours, whatever the project's own timeout says
+# (CodePipeline quotas: "CodeBuild build action and test action: 8 hours").
+PIPELINE_ACTION_MAX_MINUTES = 480
+# What a canary step stores of its verdict (CanaryState.verdict): a promotion or a roll back.
+STATE_VERDICTS = ("promote", "roll back")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,33 @@ class Canary:
     p99_latency_max_ratio: float = 1.5
     p99_latency_tolerance_ms: int = 10
     max_waits: int = 6
+    # After a step's deploy, the first judgement waits a whole window (so that the window holds
+    # only this step's traffic) and this margin (a scrape interval and the ingestion behind it).
+    scrape_margin_seconds: int = 60
+
+    @property
+    def settle_seconds(self) -> int:
+        """How long after a deploy the first judgement waits (`python -m canary --settle`)."""
+        return self.window_seconds + self.scrape_margin_seconds
+
+    @property
+    def judging_seconds(self) -> int:
+        """The longest a judgement takes: the settle, then up to max_waits more windows."""
+        return self.settle_seconds + self.max_waits * self.window_seconds
+
+    @property
+    def analysis_timeout_minutes(self) -> int:
+        """The in-VPC analysis build's timeout."""
+        return ANALYSIS_SETUP_MINUTES + math.ceil(self.judging_seconds / 60)
+
+    @property
+    def analysis_step_timeout_minutes(self) -> int:
+        """The pipeline's analysis step: the analysis build, then a roll back if it did not promote."""
+        return self.analysis_timeout_minutes + STEP_MARGIN_MINUTES + DEPLOY_MINUTES
+
+    @property
+    def deploy_step_timeout_minutes(self) -> int:
+        return DEPLOY_MINUTES
 
     def step_of(self, targets: tuple[tuple[str, int], ...]) -> int | None:
         """The index of the step these route targets are at; None: rolled back (the candidate
@@ -142,7 +193,9 @@ def parse_canary(key: str, raw: Any, targets: tuple[tuple[str, int], ...], route
         p99_latency_max_ratio=_number(f"{key}.p99_latency_max_ratio", raw.get("p99_latency_max_ratio", "1.5"), Decimal(1), Decimal(100)),
         p99_latency_tolerance_ms=check_int(f"{key}.p99_latency_tolerance_ms", raw.get("p99_latency_tolerance_ms", 10), 0, 60_000),
         max_waits=check_int(f"{key}.max_waits", raw.get("max_waits", 6), 0, 100),
+        scrape_margin_seconds=check_int(f"{key}.scrape_margin_seconds", raw.get("scrape_margin_seconds", 60), 0, 600),
     )
+    _check_duration(key, canary)
     weights = dict(targets)
     current = (weights[baseline], weights[candidate])
     # Candidate 0: rolled back, every request to the baseline (a roll back from the first step).
@@ -156,3 +209,87 @@ def parse_canary(key: str, raw: Any, targets: tuple[tuple[str, int], ...], route
             f"or add {current[0]}:{current[1]} to the steps",
         )
     return canary
+
+
+def _check_duration(key: str, canary: Canary) -> None:
+    """A pipeline step judges for up to judging_seconds and may then roll back: all of it must fit
+    in the 8 hours CodePipeline gives a CodeBuild action, or the pipeline would stop it half-way,
+    the step's weights live and nothing rolled back."""
+    minutes = canary.analysis_step_timeout_minutes
+    if minutes <= PIPELINE_ACTION_MAX_MINUTES:
+        return
+    spare = (PIPELINE_ACTION_MAX_MINUTES - ANALYSIS_SETUP_MINUTES - STEP_MARGIN_MINUTES - DEPLOY_MINUTES) * 60 - canary.settle_seconds
+    fitting = max(0, spare // canary.window_seconds)
+    raise ConfigError(
+        f"{key}.max_waits",
+        canary.max_waits,
+        f"a pipeline step would take up to {minutes} minutes ({canary.settle_seconds} s settle, {canary.max_waits} waits of "
+        f"{canary.window_seconds} s, setup and a roll back), more than the {PIPELINE_ACTION_MAX_MINUTES} CodePipeline allows a "
+        f"CodeBuild action; with window_seconds {canary.window_seconds}, use max_waits {fitting} or fewer, or a shorter window",
+    )
+
+
+@dataclass(frozen=True)
+class CanaryState:
+    """Where a pipeline stage's canary stands, as its last canary step stored it (an SSM parameter
+    the pipeline's synth reads into `canary_state.<stage>`): the weights it left live, the verdict
+    that put them there, and the fingerprint of the candidate it judged."""
+
+    weights: tuple[tuple[str, int], ...]
+    verdict: str
+    reason: str
+    fingerprint: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"fingerprint": self.fingerprint, "reason": self.reason, "verdict": self.verdict, "weights": dict(self.weights)},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
+def parse_canary_state(key: str, value: Any) -> CanaryState:
+    """The JSON a canary step stores (scripts/canary_step.py), e.g.
+    {"fingerprint": "<64 hex>", "reason": "step 2 (1:1) was promoted by its analysis", "verdict": "promote",
+     "weights": {"nodejs": 1, "nodejsv2": 1}}."""
+    fix = (
+        'must be the JSON a canary step stores: {"weights": {"<baseline>": N, "<candidate>": N}, "verdict": "promote" or '
+        '"roll back", "reason": "...", "fingerprint": "<64 hex digits>"}, or delete the SSM parameter of the stage to start a new canary'
+    )
+    data = value
+    if isinstance(value, str):
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(key, value, fix) from None
+    if not isinstance(data, Mapping) or set(data) != {"weights", "verdict", "reason", "fingerprint"}:
+        raise ConfigError(key, value, fix)
+    weights, verdict, reason, fingerprint = data["weights"], data["verdict"], data["reason"], data["fingerprint"]
+    if (
+        not isinstance(weights, Mapping)
+        or len(weights) != 2
+        or not all(isinstance(name, str) and type(weight) is int and 0 <= weight <= MAX_WEIGHT for name, weight in weights.items())
+        or verdict not in STATE_VERDICTS
+        or not isinstance(reason, str)
+        or not reason.isprintable()
+        or len(reason) > 200
+        or not isinstance(fingerprint, str)
+        or not _FINGERPRINT.match(fingerprint)
+    ):
+        raise ConfigError(key, value, fix)
+    return CanaryState(tuple(sorted(weights.items())), verdict, reason, fingerprint)
+
+
+def resumed_state(canary: Canary, state: CanaryState | None, fingerprint: str) -> CanaryState | None:
+    """The stored state, when it is this candidate's (the same fingerprint) and its weights still
+    fit these steps (a step, or the candidate at 0); None: start a new canary at the configured step."""
+    if state is None or state.fingerprint != fingerprint:
+        return None
+    weights = dict(state.weights)
+    if set(weights) != {canary.baseline, canary.candidate}:
+        return None
+    on_a_step = (weights[canary.baseline], weights[canary.candidate]) in canary.steps
+    rolled_back = weights[canary.candidate] == 0 and weights[canary.baseline] > 0
+    if not (on_a_step or (rolled_back and state.verdict == "roll back")):
+        return None
+    return state

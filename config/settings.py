@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from . import instances
+from .canary import CanaryState, parse_canary_state
 from .errors import ConfigError
 from .kubernetes import KubernetesRelease, release_for
 from .regions import REGIONS, SUPPORTED_PARTITION, partition_of
@@ -106,6 +107,12 @@ class PipelineConfig:
     # Stages that shift the topology's canary step by step after their deploy, each step judged
     # by its metrics (README "Metric-gated canary"); empty without a canary.
     canary_stages: tuple[str, ...] = ()
+    # What each canary stage's last canary step stored (`canary_state.<stage>`, which the pipeline's
+    # synth reads from SSM at each run): (stage, state) pairs.
+    canary_states: tuple[tuple[str, CanaryState], ...] = ()
+
+    def canary_state(self, stage: str) -> CanaryState | None:
+        return dict(self.canary_states).get(stage)
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,9 @@ KNOWN_KEYS = {
 }
 # `-c weights.<virtual service>=svc:w,svc:w` shifts a canary without editing the topology.
 WEIGHTS_PREFIX = "weights."
+# `-c canary_state.<stage>=JSON`: what the stage's canary step stored; the pipeline's synth reads it
+# from SSM at each run and passes it, so it is never replayed (changed_settings leaves it out).
+CANARY_STATE_PREFIX = "canary_state."
 
 
 def is_cdk_internal(key: str) -> bool:
@@ -314,7 +324,7 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: date | None = None) -> AppConfig:
     """Validate the merged settings into an AppConfig. Raises ConfigError on the first problem."""
     for key, value in values.items():
-        if key.startswith(WEIGHTS_PREFIX):
+        if key.startswith((WEIGHTS_PREFIX, CANARY_STATE_PREFIX)):
             continue
         if key not in KNOWN_KEYS:
             raise ConfigError(key, value, f"unknown setting{suggest(key, KNOWN_KEYS)}; see the configuration table in README.md")
@@ -393,8 +403,9 @@ _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 def _pipeline(values: Mapping[str, Any], *, has_canary: bool) -> PipelineConfig | None:
     arn = values.get("pipeline_connection_arn") or None
+    states = {key: value for key, value in values.items() if key.startswith(CANARY_STATE_PREFIX)}
     if arn is None:
-        for key in ("pipeline_repository", "pipeline_stages", "pipeline_canary_stages"):
+        for key in ("pipeline_repository", "pipeline_stages", "pipeline_canary_stages", *sorted(states)):
             if values.get(key):
                 raise ConfigError(
                     key,
@@ -440,8 +451,21 @@ def _pipeline(values: Mapping[str, Any], *, has_canary: bool) -> PipelineConfig 
         raise ConfigError(
             "pipeline_canary_stages", list(canary), "has no effect: no virtual service declares canary steps (topology...canary)"
         )
+    canary_states = []
+    for key, value in sorted(states.items()):
+        stage = key[len(CANARY_STATE_PREFIX) :]
+        if stage not in canary:
+            raise ConfigError(key, value, f"names no canary stage; the pipeline_canary_stages are: {', '.join(canary) or '(none)'}")
+        canary_states.append((stage, parse_canary_state(key, value)))
     return PipelineConfig(
-        arn, repository, branch, stages, subsets["pipeline_approval_stages"], subsets["pipeline_protected_stages"], canary
+        arn,
+        repository,
+        branch,
+        stages,
+        subsets["pipeline_approval_stages"],
+        subsets["pipeline_protected_stages"],
+        canary,
+        tuple(canary_states),
     )
 
 
@@ -637,10 +661,11 @@ def _retention(key: str, value: Any) -> int:
 
 def changed_settings(defaults: Mapping[str, Any], merged: Mapping[str, Any]) -> dict[str, str]:
     """The settings that differ from cdk.json, as `-c key=value` strings that build the same
-    config again (the pipeline replays them in its synth step)."""
+    config again (the pipeline replays them in its synth step). Not a stored canary state: the
+    pipeline's synth reads that afresh at each run."""
     changed = {}
     for key, value in merged.items():
-        if is_cdk_internal(key) or defaults.get(key) == value:
+        if is_cdk_internal(key) or defaults.get(key) == value or key.startswith(CANARY_STATE_PREFIX):
             continue
         if key == "topology" and isinstance(defaults.get(key), Mapping):
             # Replayed as a merge patch over cdk.json's topology, as merge_layers applies it.

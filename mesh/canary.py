@@ -8,11 +8,12 @@ pipeline's analysis step gets it in its environment, and `make local` writes its
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from config.canary import Canary
-from config.topology import VirtualService
+from config.canary import Canary, CanaryState
+from config.topology import Topology, VirtualService
 
 SPEC_FILE = "canary-{virtual_service}.json"
 
@@ -76,3 +77,17 @@ def canary_status(virtual_service: VirtualService, *, verdict: str, reason: str)
     assert canary is not None
     step = canary.step_of(virtual_service.routes[0].targets)
     return step_status(virtual_service, step=step, verdict=verdict, reason=reason)
+
+
+def with_state(topology: Topology, virtual_service: str, state: CanaryState) -> Topology:
+    """The topology with the canary's route at the weights a pipeline stage's canary reached
+    (config.canary.resumed_state says when they apply), in the route's own order of targets."""
+    weights = dict(state.weights)
+
+    def resumed(vs: VirtualService) -> VirtualService:
+        if vs.name != virtual_service:
+            return vs
+        (route,) = vs.routes
+        return dataclasses.replace(vs, routes=(dataclasses.replace(route, targets=tuple((t, weights[t]) for t, _ in route.targets)),))
+
+    return dataclasses.replace(topology, virtual_services=tuple(resumed(vs) for vs in topology.virtual_services))

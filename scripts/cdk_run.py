@@ -2,6 +2,7 @@
 
     python scripts/cdk_run.py synth   [--cdk PATH] [-- CDK_ARGS...]
     python scripts/cdk_run.py destroy [--cdk PATH] [--yes] [--attempts N] [--retry-wait SECONDS] [-- CDK_ARGS...]
+    python scripts/cdk_run.py deploy-stack --stack PATH [--cdk PATH]
 
 What it adds to the bare CLI:
 - **One baseline.** Only a successful synth replaces `cdk.out`, which `make meshdiff` and the mesh
@@ -14,6 +15,9 @@ What it adds to the bare CLI:
 - **Ctrl-C** prints one line and leaves `cdk.out` as it was.
 - **deploy** builds each stack's assets just before that stack (`--no-asset-prebuild`, CLI 2.1148.1),
   so App Mesh's preflight stack runs before any Docker build.
+- **deploy-stack** deploys one stack of the last synth (`cdk.out`) and nothing else
+  (`--exclusively`, no approval asked): how a pipeline canary step shifts a stage's weights after
+  `make synth` (scripts/canary_step.py), with the venv's Node.js, as every other verb.
 - **destroy** asks once (or takes `--yes`, `make destroy FORCE=1`, where there is no terminal), runs
   `cdk destroy --all --force`, and retries what is safe to retry, a bounded number of times: a
   stack refused because ENIs still hold its subnets or security groups. The kubectl provider's
@@ -182,6 +186,15 @@ def account_command(verb: str, cdk: str, cdk_args: list[str]) -> int:
     return code
 
 
+def deploy_stack(cdk: str, stack: str) -> int:
+    """One stack of `cdk.out`, by its construct path (AppMesh-Pipeline/Prod/AppMesh-MeshRouting),
+    without its dependencies; its assets are published first, as `cdk deploy` does."""
+    if not (Path(SYNTH_OUT) / "manifest.json").exists():
+        raise UsageError(f"deploy-stack: no {SYNTH_OUT}/manifest.json here; run make synth first")
+    code, _ = run([cdk, "deploy", "--app", SYNTH_OUT, stack, "--exclusively", "--require-approval", "never", "--progress", "events"])
+    return code
+
+
 def destroy(cdk: str, cdk_args: list[str], *, yes: bool, attempts: int, retry_wait: float) -> int:
     config = checked_config(cdk_args)
     where = f"every {config.stack_prefix}-* stack of these settings in {config.region}"
@@ -221,7 +234,8 @@ def destroy(cdk: str, cdk_args: list[str], *, yes: bool, attempts: int, retry_wa
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/cdk_run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("verb", choices=["synth", "diff", "deploy", "destroy", "bootstrap"])
+    parser.add_argument("verb", choices=["synth", "diff", "deploy", "destroy", "bootstrap", "deploy-stack"])
+    parser.add_argument("--stack", help="deploy-stack: the stack's construct path in cdk.out")
     parser.add_argument("--cdk", default=str(DEFAULT_CDK), help="the CDK CLI (default: the pinned one in node_modules)")
     parser.add_argument("--yes", action="store_true", help="destroy without asking (make destroy FORCE=1)")
     parser.add_argument("--attempts", type=int, default=DESTROY_ATTEMPTS, help="destroy: attempts in all (default: %(default)s)")
@@ -240,6 +254,10 @@ def main(argv: list[str]) -> int:
     try:
         if args.verb == "synth":
             return synth(args.cdk, cdk_args)
+        if args.verb == "deploy-stack":
+            if not args.stack:
+                raise UsageError("deploy-stack needs --stack PATH, e.g. --stack AppMesh-Pipeline/Prod/AppMesh-MeshRouting")
+            return deploy_stack(args.cdk, args.stack)
         if args.verb == "destroy":
             return destroy(args.cdk, cdk_args, yes=args.yes, attempts=max(1, args.attempts), retry_wait=args.retry_wait)
         return account_command(args.verb, args.cdk, cdk_args)

@@ -2,32 +2,50 @@
 per further step, which deploys the step and judges it. A verdict other than promote deploys the
 previous step's weights and stops the pipeline, with the figures in the step's output.
 
+Each step is one command, `python3 scripts/canary_step.py judge|deploy ...`: CodeBuild runs each
+buildspec command in a shell of its own (an `exit 0` or a `set -e` reaches no further than its
+command), so the decision is one process whose exit status is the step's. The step's image (the
+synth step's: python3, pip and make) gets botocore installed first, from canary/requirements.txt;
+nothing calls an AWS CLI or a Node.js the image does not have.
+
 A step is deployed the way a person shifts the canary by hand (`make deploy -c weights...`): the
 project is synthesized with the pipeline's own settings plus the step's weights (and the verdict the
-frontend shows), and `cdk deploy --exclusively` updates the stage's routing stack alone. The weights
-change nothing else (tests/stacks: a canary step changes exactly one manifest), so the change set
-holds one resource: the virtual service's routing manifest. `cdk deploy` goes through the CDK
-bootstrap's roles, as the pipeline's own deploy actions do.
+frontend shows), and `cdk deploy --exclusively` (scripts/cdk_run.py deploy-stack, with the venv's
+Node.js) updates the stage's routing stack alone. The weights change nothing else (tests/stacks: a
+canary step changes exactly one manifest), so the change set holds one resource: the virtual
+service's routing manifest. `cdk deploy` goes through the CDK bootstrap's roles, as the pipeline's
+own deploy actions do.
 
 A step is judged by the stage's in-VPC analysis project (components/canary_analysis.py), started
 with STEP=n; the pipeline's step waits for it, prints its log (the figures) and reads its exported
-VERDICT: promote, wait (never enough requests, after the waits allowed), roll back, or error.
+VERDICT: promote, wait (never enough requests, after the waits allowed), roll back, or error. Any
+error on the way (an AWS call refused, the analysis build failed or timed out) is no promotion.
+
+After its verdict, a step stores the stage's canary state in an SSM parameter (the weights it left,
+the verdict, the candidate's fingerprint); the pipeline's synth reads it back at the next run
+(stacks/pipeline.py), so that a new commit resumes the canary of the same candidate rather than
+starting it again.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
-from aws_cdk import ArnFormat, CfnOutput, Stack, pipelines
+from aws_cdk import ArnFormat, CfnOutput, Duration, FileSystem, IgnoreMode, Stack, pipelines
 from aws_cdk import aws_iam as iam
 
-from config.topology import VirtualService
+from config.topology import Service, VirtualService
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The CDK bootstrap's default qualifier: the roles `cdk deploy` assumes are named with it.
 QUALIFIER = "hnb659fds"
 BOOTSTRAP_ROLES = ("deploy", "file-publishing", "lookup")
-POLL_SECONDS = 20
+STEP_SCRIPT = "scripts/canary_step.py"
+# botocore, as the analysis tool pins it: the script's AWS calls.
+INSTALL_BOTOCORE = "python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r canary/requirements.txt"
 
 
 def bootstrap_role(stack: Stack, purpose: str) -> str:
@@ -36,55 +54,55 @@ def bootstrap_role(stack: Stack, purpose: str) -> str:
     )
 
 
-def deploy_commands(
-    synth_args: str, virtual_service: str, targets: tuple[tuple[str, int], ...], verdict: str, stack_path: str
-) -> list[str]:
-    """Synthesize with the pipeline's settings at these weights, then deploy the routing stack alone."""
-    weights = ",".join(f"{target}:{weight}" for target, weight in targets)
-    args = f"{synth_args} -c {shlex.quote(f'weights.{virtual_service}={weights}')} -c {shlex.quote(f'canary_verdict={verdict}')}"
-    return [
-        f"make synth CDK_ARGS={shlex.quote(args.strip())}",
-        f"node_modules/.bin/cdk deploy --app cdk.out {shlex.quote(stack_path)} --exclusively --require-approval never --progress events",
-    ]
+def state_parameter(pipeline: str, stage: str, virtual_service: str) -> str:
+    """The SSM parameter that keeps a stage's canary state: one per pipeline, stage and virtual
+    service. Not a CloudFormation resource: a deploy must never reset it."""
+    return f"/appmesh-eks/{pipeline}/{stage}/canary/{virtual_service}"
 
 
-def analysis_commands(rollback: list[str]) -> list[str]:
-    """Judge step $STEP with the stage's analysis project; exit 0 on a promotion, else run
-    `rollback` and exit 1. POSIX sh, one shell for every line (buildspec 0.2)."""
-    return [
-        "set -eu",
-        'BUILD_ID=$(aws codebuild start-build --project-name "$ANALYSIS_PROJECT" '
-        '--environment-variables-override "name=STEP,value=$STEP,type=PLAINTEXT" --query build.id --output text)',
-        'echo "canary: analysis of step $STEP ($STEP_WEIGHTS): build $BUILD_ID"',
-        'while true; do STATUS=$(aws codebuild batch-get-builds --ids "$BUILD_ID" --query "builds[0].buildStatus" --output text); '
-        f'if [ "$STATUS" != IN_PROGRESS ]; then break; fi; sleep {POLL_SECONDS}; done',
-        'VERDICT=$(aws codebuild batch-get-builds --ids "$BUILD_ID" '
-        "--query \"builds[0].exportedEnvironmentVariables[?name=='VERDICT'].value | [0]\" --output text)",
-        'STREAM=$(aws codebuild batch-get-builds --ids "$BUILD_ID" --query "builds[0].logs.streamName" --output text)',
-        # The figures behind the verdict, from the analysis build's log.
-        'aws logs get-log-events --log-group-name "$ANALYSIS_LOG_GROUP" --log-stream-name "$STREAM" --start-from-head '
-        '--query "events[].message" --output text || echo "canary: the analysis log could not be read"',
-        'if [ "$STATUS" = SUCCEEDED ] && [ "$VERDICT" = promote ]; then echo "canary: step $STEP ($STEP_WEIGHTS) promoted"; exit 0; fi',
-        'echo "canary: step $STEP ($STEP_WEIGHTS) not promoted (analysis $STATUS, verdict $VERDICT): rolling back to $ROLLBACK_WEIGHTS"',
-        *rollback,
-        'echo "canary: back at $ROLLBACK_WEIGHTS; the pipeline stops here"',
-        "exit 1",
-    ]
+def parameter_arn(stack: Stack, name: str) -> str:
+    return stack.format_arn(service="ssm", resource="parameter", resource_name=name.lstrip("/"))
+
+
+def source_fingerprint(directory: Path, build_args: tuple[tuple[str, str], ...] = ()) -> str:
+    """What a service's image is built from: its folder as Docker sends it (its .dockerignore
+    applied, the Dockerfile always in, as DockerImageAsset has it) and its build arguments, hashed
+    by the CDK's own fingerprint: offline, and the same on every machine (contents, not times)."""
+    ignore = directory / ".dockerignore"
+    patterns = [line.strip() for line in ignore.read_text().splitlines()] if ignore.exists() else []
+    exclude = [pattern for pattern in patterns if pattern and not pattern.startswith("#")]
+    return FileSystem.fingerprint(
+        str(directory),
+        exclude=[*exclude, "!Dockerfile", "!.dockerignore"],
+        ignore_mode=IgnoreMode.DOCKER,
+        extra_hash=json.dumps(dict(build_args), sort_keys=True),
+    )
+
+
+def candidate_fingerprint(candidate: Service) -> str:
+    return source_fingerprint(PROJECT_ROOT / candidate.source, candidate.build_args)
 
 
 def _weights(step: tuple[int, int]) -> str:
     return f"{step[0]}:{step[1]}"
 
 
+def _targets(targets: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"{target}:{weight}" for target, weight in targets)
+
+
 @dataclass(frozen=True)
 class CanaryPlan:
-    """One pipeline stage's canary: where its routing stack is, and how to judge and shift it."""
+    """One pipeline stage's canary: where its routing stack is, how to judge and shift it, and
+    where its state is kept."""
 
     routing_stack: Stack
     virtual_service: VirtualService
     synth_args: str  # the `-c` settings the pipeline was synthesized with
     analysis_project: CfnOutput
     analysis_log_group: str
+    parameter_name: str
+    fingerprint: str  # the candidate's (candidate_fingerprint), stored with each verdict
 
     @property
     def stack_path(self) -> str:
@@ -92,8 +110,52 @@ class CanaryPlan:
         (AppMesh-Pipeline/Prod/AppMesh-MeshRouting)."""
         return self.routing_stack.node.path
 
-    def _deploy(self, targets: tuple[tuple[str, int], ...], verdict: str) -> list[str]:
-        return deploy_commands(self.synth_args, self.virtual_service.name, targets, verdict, self.stack_path)
+    def _where(self) -> list[str]:
+        return [f"--synth-args={self.synth_args}", "--virtual-service", self.virtual_service.name, "--stack", self.stack_path]
+
+    def deploy_command(self, targets: tuple[tuple[str, int], ...], verdict: str) -> str:
+        return shlex.join(["python3", STEP_SCRIPT, "deploy", *self._where(), "--targets", _targets(targets), "--verdict", verdict])
+
+    def judge_command(self, step: int) -> str:
+        """Judge step `step` (0-based); not promoted: deploy the step before (or, from the first,
+        every request to the baseline), and fail."""
+        canary = self.virtual_service.canary
+        assert canary is not None
+        label = f"step {step + 1} ({_weights(canary.steps[step])})"
+        if step > 0:
+            back, back_label = canary.targets(step - 1), _weights(canary.steps[step - 1])
+        else:
+            back, back_label = canary.rolled_back, f"every request to {canary.baseline}"
+        words = [
+            "python3",
+            STEP_SCRIPT,
+            "judge",
+            *self._where(),
+            "--step",
+            str(step + 1),
+            "--step-weights",
+            _weights(canary.steps[step]),
+            "--step-targets",
+            _targets(canary.targets(step)),
+            "--promote-reason",
+            f"{label} was promoted by its analysis",
+            "--rollback-label",
+            back_label,
+            "--rollback-targets",
+            _targets(back),
+            "--rollback-reason",
+            f"rolled back from {label}; its analysis did not promote it",
+            "--log-group",
+            self.analysis_log_group,
+            "--analysis-minutes",
+            str(canary.analysis_timeout_minutes),
+            "--parameter",
+            self.parameter_name,
+            "--fingerprint",
+            self.fingerprint,
+        ]
+        # The project's name comes from the stage's output, in the step's environment.
+        return f'{shlex.join(words)} --project "$ANALYSIS_PROJECT"'
 
     def _role_statements(self, stack: Stack) -> list[iam.PolicyStatement]:
         return [
@@ -104,15 +166,9 @@ class CanaryPlan:
     def analysis(
         self, stack: Stack, id: str, *, source: pipelines.IFileSetProducer, step: int, defaults: pipelines.CodeBuildOptions
     ) -> pipelines.CodeBuildStep:
-        """Judge step `step` (0-based); not promoted: deploy the step before (or, from the first,
-        every request to the baseline)."""
+        """Judge step `step` (0-based), and act on the verdict."""
         canary = self.virtual_service.canary
         assert canary is not None
-        if step > 0:
-            back, back_weights = canary.targets(step - 1), _weights(canary.steps[step - 1])
-        else:
-            back, back_weights = canary.rolled_back, f"every request to {canary.baseline}"
-        reason = f"roll back: rolled back from step {step + 1} ({_weights(canary.steps[step])}); its analysis did not promote it"
         project_arn = stack.format_arn(
             service="codebuild", resource="project", resource_name=f"{self.routing_stack.stack_name}-canary-analysis"
         )
@@ -122,20 +178,21 @@ class CanaryPlan:
         return pipelines.CodeBuildStep(
             id,
             input=source,
-            commands=analysis_commands(self._deploy(back, reason)),
+            install_commands=[INSTALL_BOTOCORE],
+            commands=[self.judge_command(step)],
             build_environment=defaults.build_environment,
-            env={
-                "STEP": str(step + 1),
-                "STEP_WEIGHTS": _weights(canary.steps[step]),
-                "ROLLBACK_WEIGHTS": back_weights,
-                "ANALYSIS_LOG_GROUP": self.analysis_log_group,
-            },
+            # The analysis (its settle, its waits, its setup), then a roll back: config.canary says how long each takes.
+            timeout=Duration.minutes(canary.analysis_step_timeout_minutes),
             env_from_cfn_outputs={"ANALYSIS_PROJECT": self.analysis_project},
             role_policy_statements=[
                 # Exactly the stage's analysis project, by its fixed name (a token from the stage
                 # cannot cross into the pipeline stack), and its log group.
-                iam.PolicyStatement(actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds"], resources=[project_arn]),
+                iam.PolicyStatement(
+                    actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds", "codebuild:StopBuild"], resources=[project_arn]
+                ),
                 iam.PolicyStatement(actions=["logs:GetLogEvents"], resources=[log_group_arn]),
+                # The stage's canary state, written after the verdict; nothing else of SSM.
+                iam.PolicyStatement(actions=["ssm:PutParameter"], resources=[parameter_arn(stack, self.parameter_name)]),
                 *self._role_statements(stack),
             ],
         )
@@ -154,8 +211,9 @@ class CanaryPlan:
         deploy = pipelines.CodeBuildStep(
             f"{id}-deploy",
             input=source,
-            commands=["set -eu", *self._deploy(canary.targets(step), promoted)],
+            commands=[self.deploy_command(canary.targets(step), promoted)],
             build_environment=defaults.build_environment,
+            timeout=Duration.minutes(canary.deploy_step_timeout_minutes),
             role_policy_statements=self._role_statements(stack),
         )
         analysis = self.analysis(stack, id, source=source, step=step, defaults=defaults)

@@ -177,8 +177,9 @@ class MeshRoutingStack(Stack):
             spec=canary_spec(virtual_service, prometheus=prometheus),
             workspace_arn=metrics.arn,
             prometheus_url=metrics.prometheus_url,
-            window_seconds=virtual_service.canary.window_seconds,
+            settle_seconds=virtual_service.canary.settle_seconds,
             max_waits=virtual_service.canary.max_waits,
+            timeout_minutes=virtual_service.canary.analysis_timeout_minutes,
             log_retention_days=config.cluster.log_retention_days,
         )
         self.canary_analysis_project = CfnOutput(

@@ -4,6 +4,13 @@
 config) calls `build_application` at the top level, and each pipeline stage calls it inside an
 `AppMeshStage`: one definition of the application either way, which a test checks by comparing
 the templates.
+
+A canary stage starts where its canary stands: the synth step reads what the stage's last canary
+step stored (an SSM parameter per stage, stacks/canary_steps.py) and passes it as
+`-c canary_state.<stage>=JSON`. When the stored fingerprint is the candidate's as this commit has
+it, the stage deploys the stored weights and goes on from there (a promoted step: the next one; a
+roll back: nothing more, until the candidate changes); otherwise a new canary starts at the
+configured weights.
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from components.nag import acknowledge, codebuild_project_findings, rendered, wildcard_resource
+from config.canary import CanaryState, resumed_state
 from config.settings import AppConfig, PipelineConfig
 from config.topology import VirtualService
-from mesh.canary import canary_virtual_service
+from mesh.canary import canary_virtual_service, with_state
 
 from .application import Application, build_application
-from .canary_steps import CanaryPlan
+from .canary_steps import INSTALL_BOTOCORE, STEP_SCRIPT, CanaryPlan, candidate_fingerprint, parameter_arn, state_parameter
 
 SYNTH_IMAGE = "public.ecr.aws/docker/library/python:3.11.7-bookworm"
 # Start the in-VPC smoke-test project of the stage just deployed and fail unless it succeeds.
@@ -61,6 +69,18 @@ def stage_config(config: AppConfig, stage: str, protected: bool) -> AppConfig:
     )
 
 
+def resume_canary(config: AppConfig, virtual_service: VirtualService, state: CanaryState) -> AppConfig:
+    """A stage's config with its canary where the stored state left it, and its verdict shown."""
+    return dataclasses.replace(
+        config,
+        mesh=dataclasses.replace(
+            config.mesh,
+            topology=with_state(config.mesh.topology, virtual_service.name, state),
+            canary_verdict=(state.verdict, state.reason),
+        ),
+    )
+
+
 class AppMeshStage(Stage):
     def __init__(self, scope: Construct, id: str, *, config: AppConfig, **kwargs: Any) -> None:
         super().__init__(scope, id, **kwargs)
@@ -75,12 +95,9 @@ class PipelineStack(Stack):
         source = pipelines.CodePipelineSource.connection(pipeline.repository, pipeline.branch, connection_arn=pipeline.connection_arn)
         # Synthesize with the same settings this pipeline was synthesized with.
         cdk_args = " ".join(f"-c {shlex.quote(f'{key}={value}')}" for key, value in sorted(synth_context.items()))
-        synth = pipelines.ShellStep(
-            "Synth",
-            input=source,
-            commands=["make test", f"make synth CDK_ARGS={shlex.quote(cdk_args)}"],
-            primary_output_directory="cdk.out",
-        )
+        canary = canary_virtual_service(config.mesh.topology.virtual_services) if pipeline.canary_stages else None
+        parameters = {stage: state_parameter(self.stack_name, stage, canary.name) for stage in pipeline.canary_stages} if canary else {}
+        synth = self._synth_step(source, cdk_args, parameters)
         self.pipeline = pipelines.CodePipeline(
             self,
             "Pipeline",
@@ -93,8 +110,18 @@ class PipelineStack(Stack):
         self.stages: dict[str, AppMeshStage] = {}
         self._canary_log_groups: list[str] = []
         self._protected_stacks: list[str] = []
+        # The candidate as this commit builds it: a stored state of another candidate does not apply.
+        fingerprint = candidate_fingerprint(config.mesh.topology.service(canary.canary.candidate)) if canary and canary.canary else ""
+        resumed: dict[str, CanaryState | None] = {
+            stage: resumed_state(canary.canary, pipeline.canary_state(stage), fingerprint) if canary and canary.canary else None
+            for stage in pipeline.canary_stages
+        }
         for name in pipeline.stages:
-            stage = AppMeshStage(self, name.capitalize(), config=stage_config(config, name, name in pipeline.protected_stages), env=env)
+            stage_settings = stage_config(config, name, name in pipeline.protected_stages)
+            state = resumed.get(name)
+            if canary is not None and state is not None:
+                stage_settings = resume_canary(stage_settings, canary, state)
+            stage = AppMeshStage(self, name.capitalize(), config=stage_settings, env=env)
             self.stages[name] = stage
             pre: list[pipelines.Step] = []
             if name in pipeline.approval_stages:
@@ -102,10 +129,13 @@ class PipelineStack(Stack):
             post: list[pipelines.Step] = [self._smoke_test(name, stage)]
             if name in pipeline.protected_stages:
                 post.append(self._protect(name, stage))
-            canary = canary_virtual_service(config.mesh.topology.virtual_services) if name in pipeline.canary_stages else None
             later: list[tuple[str, list[pipelines.Step]]] = []
-            if canary is not None:
-                analysis, later = self._canary_steps(stage, name, canary, source, cdk_args)
+            if canary is not None and name in pipeline.canary_stages:
+                stage_canary = canary_virtual_service(stage_settings.mesh.topology.virtual_services)
+                assert stage_canary is not None
+                analysis, later = self._canary_steps(
+                    stage, name, stage_canary, source, cdk_args, parameter=parameters[name], fingerprint=fingerprint, resumed=resumed[name]
+                )
                 if analysis is not None:
                     analysis.add_step_dependency(post[0])  # judged once the smoke test has passed
                     post.append(analysis)
@@ -122,6 +152,28 @@ class PipelineStack(Stack):
                 "creates it, which no template can know.",
                 *(wildcard_resource(self, arn) for arn in self._protected_stacks),
             )
+
+    def _synth_step(self, source: pipelines.IFileSetProducer, cdk_args: str, parameters: dict[str, str]) -> pipelines.ShellStep:
+        """`make test`, then `make synth` with the pipeline's settings; with a canary, through
+        scripts/canary_step.py, which adds what each canary stage's last step stored (read from
+        SSM: this step's role may read those parameters and no others)."""
+        if not parameters:
+            return pipelines.ShellStep(
+                "Synth",
+                input=source,
+                commands=["make test", f"make synth CDK_ARGS={shlex.quote(cdk_args)}"],
+                primary_output_directory="cdk.out",
+            )
+        states = [word for stage, name in parameters.items() for word in ("--state", f"{stage}={name}")]
+        return pipelines.CodeBuildStep(
+            "Synth",
+            input=source,
+            commands=["make test", INSTALL_BOTOCORE, shlex.join(["python3", STEP_SCRIPT, "synth", f"--synth-args={cdk_args}", *states])],
+            primary_output_directory="cdk.out",
+            role_policy_statements=[
+                iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[parameter_arn(self, name) for name in parameters.values()])
+            ],
+        )
 
     def _smoke_test(self, name: str, stage: AppMeshStage) -> pipelines.Step:
         return pipelines.CodeBuildStep(
@@ -161,11 +213,22 @@ class PipelineStack(Stack):
         )
 
     def _canary_steps(
-        self, stage: AppMeshStage, name: str, canary: VirtualService, source: pipelines.IFileSetProducer, synth_args: str
+        self,
+        stage: AppMeshStage,
+        name: str,
+        canary: VirtualService,
+        source: pipelines.IFileSetProducer,
+        synth_args: str,
+        *,
+        parameter: str,
+        fingerprint: str,
+        resumed: CanaryState | None,
     ) -> tuple[pipelines.Step | None, list[tuple[str, list[pipelines.Step]]]]:
-        """The analysis after the stage's own deploy (the canary at its configured step; none when
-        the configuration has it rolled back), and a pipeline stage per further step: its deploy,
-        then its analysis."""
+        """The analysis after the stage's own deploy, and a pipeline stage per further step: its
+        deploy, then its analysis. The stage deploys the configured step (judged after it; none when
+        the configuration has it rolled back), or where its stored state left the same candidate:
+        a promoted step (the next steps follow, unjudged again), or a roll back (nothing follows
+        until the candidate changes)."""
         assert canary.canary is not None
         routing = stage.application.routing
         assert routing.canary_analysis is not None and routing.canary_analysis_project is not None, (
@@ -178,11 +241,15 @@ class PipelineStack(Stack):
             synth_args=synth_args,
             analysis_project=routing.canary_analysis_project,
             analysis_log_group=routing.canary_analysis.log_group_name,
+            parameter_name=parameter,
+            fingerprint=fingerprint,
         )
+        if resumed is not None and resumed.verdict == "roll back":
+            return None, []
         current = canary.canary.step_of(canary.routes[0].targets)
         environment = pipelines.CodeBuildOptions(build_environment=synth_environment())
         first = None
-        if current is not None:
+        if current is not None and resumed is None:
             first = plan.analysis(self, f"Canary-{name}-step{current + 1}", source=source, step=current, defaults=environment)
         later = [
             (

@@ -79,6 +79,41 @@ def test_a_baseline_without_enough_requests_to_bound_its_p99_does_not_fail_the_c
     assert judgement.checks[2].passed  # the baseline's p99 could be anything: no evidence of a regression
 
 
+ALONE = "nodejs has weight 0 at this step: nodejsv2 judged alone on its absolute limits, not against nodejs"
+
+
+def test_a_step_that_gives_the_baseline_nothing_judges_the_candidate_alone() -> None:
+    judgement = judge("nodejs", "nodejsv2", {"nodejs": flat(0), "nodejsv2": flat(300)}, THRESHOLDS, 60, weights=(0, 1))
+    assert (judgement.verdict, judgement.reason) == (Verdict.PROMOTE, f"every check passed ({ALONE})")
+    assert [check.name for check in judgement.checks] == ["success rate"]  # no comparison with the baseline
+    assert set(judgement.success) == set(judgement.p99_ms) == {"nodejsv2"}
+    assert report(judgement, "3 of 3 (0:1)").splitlines()[0] == (
+        f"canary nodejsv2 vs nodejs at step 3 of 3 (0:1): PROMOTE (every check passed ({ALONE}))"
+    )
+
+
+def test_a_candidate_judged_alone_is_rolled_back_on_its_absolute_limit() -> None:
+    judgement = judge("nodejs", "nodejsv2", {"nodejs": flat(0), "nodejsv2": flat(300, failures=60)}, THRESHOLDS, 60, weights=(0, 1))
+    assert (judgement.verdict, judgement.reason) == (Verdict.ROLL_BACK, f"failed: success rate ({ALONE})")
+    # Slow, with nothing to compare with: no latency check to fail.
+    slow = judge("nodejs", "nodejsv2", {"nodejs": flat(0), "nodejsv2": flat(300, latency_ms=900)}, THRESHOLDS, 60, weights=(0, 1))
+    assert slow.verdict is Verdict.PROMOTE
+
+
+def test_a_candidate_judged_alone_waits_for_its_own_requests_only() -> None:
+    judgement = judge("nodejs", "nodejsv2", {"nodejs": flat(0), "nodejsv2": flat(150)}, THRESHOLDS, 60, weights=(0, 1))
+    assert (judgement.verdict, judgement.reason) == (
+        Verdict.WAIT,
+        f"not enough requests in the window: nodejsv2 150 (at least 200); {ALONE}",
+    )
+
+
+def test_a_step_that_gives_the_baseline_a_weight_still_needs_its_requests() -> None:
+    for weights in ((1, 1), None):
+        judgement = judge("nodejs", "nodejsv2", {"nodejs": flat(0), "nodejsv2": flat(300)}, THRESHOLDS, 60, weights=weights)
+        assert judgement.reason == "not enough requests in the window: nodejs 0 (at least 200 each)"
+
+
 def test_the_report_is_one_verdict_line_then_the_figures() -> None:
     judgement = judge("nodejs", "nodejsv2", {"nodejs": flat(600), "nodejsv2": flat(300, failures=60)}, THRESHOLDS, 60)
     lines = report(judgement, "2 of 3 (1:1)").splitlines()

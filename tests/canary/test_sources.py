@@ -193,6 +193,48 @@ def test_max_waits_ends_in_wait_when_the_requests_never_come(
     )
 
 
+def test_settle_waits_before_the_first_query_so_the_window_holds_only_the_steps_traffic(
+    prometheus: tuple[str, FakePrometheus], spec_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, fake = prometheus
+    fake.rounds = [QUIET, HEALTHY]
+    waited: list[tuple[float, int]] = []  # (seconds, queries sent before the wait)
+    argv = ["--spec", str(spec_file), "--prometheus", url, "--no-sign", "--settle", "360", "--max-waits", "1"]
+    assert main(argv, sleep=lambda seconds: waited.append((seconds, len(fake.queries)))) == 0
+    assert waited == [(360, 0), (300, 3)]
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "canary: waiting 360 s for a window of this step's traffic before the first judgement"
+    )
+
+
+@pytest.mark.parametrize("settle", ["-1", "7201"])
+def test_a_settle_out_of_bounds_is_one_line_and_exit_2(spec_file: Path, capsys: pytest.CaptureFixture[str], settle: str) -> None:
+    code, out, err = run(capsys, "--spec", str(spec_file), "--prometheus", "http://127.0.0.1:9/", "--no-sign", "--settle", settle)
+    assert (code, out) == (2, "")
+    assert err == f"--settle {settle}: 0 to 7200 seconds, and only with a live source (not --envoy-stats)\n"
+
+
+ALL_TO_V2 = recorded({"nodejs": 0.0, "nodejsv2": 1802.4}, {"nodejs": 0.0, "nodejsv2": 0.0}, {"nodejs": "10", "nodejsv2": "10"})
+
+
+def test_the_last_step_judges_the_candidate_alone_since_the_baseline_gets_nothing(
+    prometheus: tuple[str, FakePrometheus], spec_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Step 3 of 3 is 0:1: the step's weights come from the spec, and the baseline's missing
+    requests are no reason to wait (which would end, after the waits, in a roll back)."""
+    url, fake = prometheus
+    fake.answers = ALL_TO_V2
+    code, out, _ = run(capsys, "--spec", str(spec_file), "--prometheus", url, "--no-sign", "--step", "3")
+    assert code == 0
+    assert out.splitlines()[0] == (
+        "canary nodejsv2 vs nodejs at step 3 of 3 (0:1): PROMOTE (every check passed "
+        "(nodejs has weight 0 at this step: nodejsv2 judged alone on its absolute limits, not against nodejs))"
+    )
+    # Without the step, both versions are judged, and the baseline's 0 requests are a wait.
+    code, out, _ = run(capsys, "--spec", str(spec_file), "--prometheus", url, "--no-sign")
+    assert code == 3
+
+
 def test_amp_queries_are_signed_for_aps_and_ask_for_the_window_by_version(
     prometheus: tuple[str, FakePrometheus], spec_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
