@@ -220,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_load.set()
-        mesh.stop()
+        left = mesh.stop()
+        if left:
+            print(f"still running after SIGKILL: {', '.join(left)}; stop them with kill -9", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -230,9 +230,16 @@ def write_weights_dir(directory: Path, weights: Mapping[str, Mapping[str, int]])
     return directory
 
 
+# A SIGKILLed child is reaped at once on a quiet machine; on a loaded 2-core CI machine one took
+# longer than 5 s. The wait is bounded all the same: a child stuck in the kernel is reported, not waited on.
+KILL_WAIT_S = 30.0
+
+
 def terminate(process: subprocess.Popen[str] | None, readers: Sequence[threading.Thread], grace: float) -> int | None:
     """Stop a child the way Kubernetes stops a pod: SIGTERM, ``grace`` seconds, then SIGKILL;
-    then let the threads that read its output finish."""
+    then let the threads that read its output finish. Returns the exit code, or None when the
+    child had still not been reaped ``KILL_WAIT_S`` after its SIGKILL; it never raises, so one
+    slow child cannot cut short the stopping of the others."""
     if process is None:
         return None
     if process.poll() is None:
@@ -241,7 +248,10 @@ def terminate(process: subprocess.Popen[str] | None, readers: Sequence[threading
             process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout=5)
+            try:
+                process.wait(timeout=KILL_WAIT_S)
+            except subprocess.TimeoutExpired:
+                return None
     for reader in readers:
         reader.join(timeout=2)
     return process.returncode

@@ -514,18 +514,27 @@ class LocalMesh:
     def all_processes(self) -> list[ManagedProcess]:
         return [process for group in self.instances.values() for process in group]
 
-    def stop(self) -> None:
-        """Envoys first (no new traffic), then every service at once; SIGTERM, then SIGKILL."""
-        for envoy in (self.envoy, self.inbound_envoy):
-            if envoy is not None:
-                envoy.stop(grace=5.0)
-        processes = self.all_processes()
-        if processes:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(processes), 16)) as pool:
-                list(pool.map(lambda p: p.stop(grace=self.stop_grace), processes))
+    def stop(self) -> list[str]:
+        """Envoys first (no new traffic), then every service at once; SIGTERM, then SIGKILL.
+        Returns what is still running after all that (``name[i] (pid n)``; normally nothing)."""
+        left = []
+        for label, envoy in (("envoy", self.envoy), ("envoy-inbound", self.inbound_envoy)):
+            if envoy is not None and envoy.process is not None:
+                if envoy.stop(grace=5.0) is None and envoy.process.poll() is None:
+                    left.append(f"{label} (pid {envoy.process.pid})")
+        labelled = [(f"{name}[{i}]", p) for name, group in self.instances.items() for i, p in enumerate(group)]
+        if labelled:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(labelled), 16)) as pool:
+                codes = list(pool.map(lambda item: item[1].stop(grace=self.stop_grace), labelled))
+            left += [
+                f"{label} (pid {p.process.pid})"
+                for (label, p), code in zip(labelled, codes, strict=True)
+                if code is None and p.process is not None and p.process.poll() is None
+            ]
         if self._created_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self._created_workdir = False
+        return left
 
     def dead(self) -> list[str]:
         """Names of started processes that have exited."""
