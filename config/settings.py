@@ -110,6 +110,10 @@ class PipelineConfig:
     # What each canary stage's last canary step stored (`canary_state.<stage>`, which the pipeline's
     # synth reads from SSM at each run): (stage, state) pairs.
     canary_states: tuple[tuple[str, CanaryState], ...] = ()
+    # A Secrets Manager secret (name) with Docker Hub `username` and `secret` keys: the asset builds
+    # pull their base images and Istio's from docker.io, which allows an anonymous address 10 pulls
+    # an hour, and CodeBuild's addresses are shared. None: anonymous pulls.
+    docker_hub_secret: str | None = None
 
     def canary_state(self, stage: str) -> CanaryState | None:
         return dict(self.canary_states).get(stage)
@@ -173,6 +177,7 @@ KNOWN_KEYS = {
     "pipeline_approval_stages",
     "pipeline_protected_stages",
     "pipeline_canary_stages",
+    "pipeline_docker_hub_secret",
     "canary_verdict",
 }
 # `-c weights.<virtual service>=svc:w,svc:w` shifts a canary without editing the topology.
@@ -399,13 +404,15 @@ def build_config(values: Mapping[str, Any], environ: Mapping[str, str], today: d
 _CONNECTION_ARN = re.compile(r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[0-9a-f-]{36}$")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+# Secrets Manager's name characters; an ARN is refused (its ':' is not among them).
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 
 
 def _pipeline(values: Mapping[str, Any], *, has_canary: bool) -> PipelineConfig | None:
     arn = values.get("pipeline_connection_arn") or None
     states = {key: value for key, value in values.items() if key.startswith(CANARY_STATE_PREFIX)}
     if arn is None:
-        for key in ("pipeline_repository", "pipeline_stages", "pipeline_canary_stages", *sorted(states)):
+        for key in ("pipeline_repository", "pipeline_stages", "pipeline_canary_stages", "pipeline_docker_hub_secret", *sorted(states)):
             if values.get(key):
                 raise ConfigError(
                     key,
@@ -457,6 +464,13 @@ def _pipeline(values: Mapping[str, Any], *, has_canary: bool) -> PipelineConfig 
         if stage not in canary:
             raise ConfigError(key, value, f"names no canary stage; the pipeline_canary_stages are: {', '.join(canary) or '(none)'}")
         canary_states.append((stage, parse_canary_state(key, value)))
+    docker_hub_secret = values.get("pipeline_docker_hub_secret") or None
+    if docker_hub_secret is not None and (not isinstance(docker_hub_secret, str) or not _SECRET_NAME.match(docker_hub_secret)):
+        raise ConfigError(
+            "pipeline_docker_hub_secret",
+            docker_hub_secret,
+            "must be the name of a Secrets Manager secret (letters, digits and /_+=.@-; not its ARN), e.g. dockerhub/appmesh-eks",
+        )
     return PipelineConfig(
         arn,
         repository,
@@ -466,6 +480,7 @@ def _pipeline(values: Mapping[str, Any], *, has_canary: bool) -> PipelineConfig 
         subsets["pipeline_protected_stages"],
         canary,
         tuple(canary_states),
+        docker_hub_secret,
     )
 
 

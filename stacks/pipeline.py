@@ -22,6 +22,7 @@ from typing import Any
 from aws_cdk import ArnFormat, Environment, Stack, Stage, pipelines
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from components.nag import acknowledge, codebuild_project_findings, rendered, wildcard_resource
@@ -105,6 +106,7 @@ class PipelineStack(Stack):
             synth_code_build_defaults=pipelines.CodeBuildOptions(build_environment=synth_environment()),
             enable_key_rotation=True,
             cross_account_keys=True,
+            docker_credentials=self._docker_credentials(pipeline),
         )
         env = Environment(account=config.account, region=config.region)
         self.stages: dict[str, AppMeshStage] = {}
@@ -277,6 +279,14 @@ class PipelineStack(Stack):
                 "streams of that one log group, which CodeBuild names per build.",
                 *findings,
             )
+
+    def _docker_credentials(self, pipeline: PipelineConfig) -> list[pipelines.DockerCredential]:
+        """Docker Hub login for every CodeBuild project that runs docker (synth, self-mutation,
+        asset publishing): the services' base images and Istio's images come from docker.io."""
+        if pipeline.docker_hub_secret is None:
+            return []
+        secret = secretsmanager.Secret.from_secret_name_v2(self, "DockerHubSecret", pipeline.docker_hub_secret)
+        return [pipelines.DockerCredential.docker_hub(secret)]
 
     def _acknowledge_pipeline_internals(self) -> None:
         """Findings on the roles and bucket CDK Pipelines creates for itself.

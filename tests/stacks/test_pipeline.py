@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -217,6 +218,15 @@ def test_pipeline_templates_pass_cfn_lint(pipeline_synth: Synthesized) -> None:
         ({**PIPELINE, "pipeline_stages": "dev,Prod"}, "config error: pipeline_stages='Prod': stage names are lower-case"),
         ({**PIPELINE, "pipeline_stages": "dev,dev"}, "config error: pipeline_stages=['dev', 'dev']: lists a stage twice"),
         (
+            {**PIPELINE, "pipeline_docker_hub_secret": "arn:aws:secretsmanager:us-west-1:123456789012:secret:dh-AbCdEf"},
+            "config error: pipeline_docker_hub_secret='arn:aws:secretsmanager:us-west-1:123456789012:secret:dh-AbCdEf': "
+            "must be the name of a Secrets Manager secret",
+        ),
+        (
+            {"pipeline_docker_hub_secret": "dh"},
+            "config error: pipeline_docker_hub_secret='dh': has no effect without pipeline_connection_arn",
+        ),
+        (
             {**PIPELINE, "pipeline_approval_stages": "staging"},
             "config error: pipeline_approval_stages='staging': is not one of pipeline_stages (dev, prod)",
         ),
@@ -299,3 +309,48 @@ def test_named_zones_need_no_lookup_either(tmp_path: Path) -> None:
     assert _lookups(direct.outdir) == {"manifest.json": []}
     subnets = direct.template(direct.application.network).find_resources("AWS::EC2::Subnet")
     assert sorted(s["Properties"]["AvailabilityZone"] for s in subnets.values()) == sorted(zones.split(",") * 2)
+
+
+def _docker_credentials(project: dict[str, Any]) -> dict[str, Any] | None:
+    """The Docker credentials file a CodeBuild project's pre_build writes for cdk-assets, parsed."""
+    commands = json.loads(project["Source"]["BuildSpec"])["phases"].get("pre_build", {}).get("commands", [])
+    written = [c for c in commands if c.endswith("> $HOME/.cdk/cdk-docker-creds.json")]
+    return json.loads(shlex.split(written[0])[1]) if written else None
+
+
+def test_a_docker_hub_secret_logs_the_asset_builds_in(tmp_path: Path) -> None:
+    """docker.io allows an anonymous address 10 pulls an hour and CodeBuild's addresses are shared:
+    with `pipeline_docker_hub_secret`, every project that builds an image logs in with the secret."""
+    synthesized = synthesize(tmp_path, {**PIPELINE, "pipeline_docker_hub_secret": "dockerhub/appmesh-eks"})
+    template = synthesized.template_json(synthesized.application)
+    resources = template["Resources"].values()
+    builds = [
+        r["Properties"] for r in resources if r["Type"] == "AWS::CodeBuild::Project" and r["Properties"]["Environment"]["PrivilegedMode"]
+    ]
+    secret = "arn:aws:secretsmanager:us-west-1:123456789012:secret:dockerhub/appmesh-eks"
+    # App Mesh here; Istio adds its three mirrored images (each FROM docker.io/istio).
+    assert sorted(p["Description"].rsplit("/", 1)[1] for p in builds) == [
+        "crystal_image",
+        "frontend_image",
+        "nodejs_image",
+        "nodejsv2_image",
+    ]
+    for project in builds:
+        assert _docker_credentials(project) == {
+            "version": "1.0",
+            "domainCredentials": {"https://index.docker.io/v1/": {"secretsManagerSecretId": secret}},
+        }
+    (docker_policy,) = [
+        r for r in resources if r["Type"] == "AWS::IAM::Policy" and "AssetsDockerRole" in json.dumps(r["Properties"]["Roles"])
+    ]
+    assert {
+        "Action": ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"],
+        "Effect": "Allow",
+        "Resource": secret + "-??????",
+    } in docker_policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def test_without_a_docker_hub_secret_nothing_logs_in(pipeline_template: dict[str, Any]) -> None:
+    projects = [r["Properties"] for r in pipeline_template["Resources"].values() if r["Type"] == "AWS::CodeBuild::Project"]
+    assert [_docker_credentials(p) for p in projects] == [None] * len(projects)
+    assert "secretsmanager:GetSecretValue" not in json.dumps(pipeline_template)
