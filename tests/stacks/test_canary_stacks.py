@@ -118,11 +118,10 @@ def test_the_frontend_is_shown_the_step_and_the_verdict(canary_synth: Synthesize
     assert nodejs["optional"] is True
 
 
-def test_synth_writes_the_spec_a_person_judges_with(tmp_path: Path) -> None:
-    """app.py, as `cdk synth` runs it, writes cdk.out/canary-nodejs.json."""
-    outdir = tmp_path / "out"
-    env = {**os.environ, "CDK_OUTDIR": str(outdir), "CDK_CONTEXT_JSON": json.dumps(CANARY)}
-    result = subprocess.run(
+def _run_app(outdir: Path, context: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """app.py as `cdk synth` runs it: the context and the output folder from the environment."""
+    env = {**os.environ, "CDK_OUTDIR": str(outdir), "CDK_CONTEXT_JSON": json.dumps(context)}
+    return subprocess.run(
         [str(PROJECT_ROOT / ".venv/bin/python"), "app.py"],
         cwd=PROJECT_ROOT,
         env=env,
@@ -131,8 +130,13 @@ def test_synth_writes_the_spec_a_person_judges_with(tmp_path: Path) -> None:
         timeout=600,
         check=False,
     )
+
+
+def test_synth_writes_the_spec_a_person_judges_with(tmp_path: Path) -> None:
+    """app.py, as `cdk synth` runs it, writes cdk.out/canary-nodejs.json."""
+    result = _run_app(tmp_path / "out", CANARY)
     assert result.returncode == 0, result.stderr[-2000:]
-    spec = json.loads((outdir / "canary-nodejs.json").read_text())
+    spec = json.loads((tmp_path / "out" / "canary-nodejs.json").read_text())
     assert spec["steps"] == [[2, 1], [1, 1], [0, 1]] and spec["prometheus"]["values"] == {
         "nodejs": "nodejs-app",
         "nodejsv2": "nodejsv2-app",
@@ -523,7 +527,10 @@ def test_anything_but_a_promotion_rolls_back_stores_it_and_stops_the_pipeline(
         run = run_step(tmp_path, spec, fake)
     _rolled_back(run, _arguments(spec.build[0])["synth-args"])
     assert LOG[2] in run.output.splitlines()  # the figures
-    assert f"canary: step 2 (1:1) not promoted (analysis {statuses[-1]}, verdict {verdict or 'none'}): rolling back to every request to nodejs" in run.output
+    assert (
+        f"canary: step 2 (1:1) not promoted (analysis {statuses[-1]}, verdict {verdict or 'none'}): rolling back to every request to nodejs"
+        in run.output
+    )
     stored = _stored(fake)
     assert (stored["verdict"], stored["weights"]) == ("roll back", {"nodejs": 1, "nodejsv2": 0})
     assert stored["reason"] == "rolled back from step 2 (1:1); its analysis did not promote it"
@@ -689,20 +696,7 @@ def test_a_state_stored_for_another_candidate_starts_a_new_canary(tmp_path: Path
 
 
 def test_a_malformed_stored_state_is_one_line_naming_the_context_key(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "CDK_OUTDIR": str(tmp_path / "out"),
-        "CDK_CONTEXT_JSON": json.dumps({**PIPELINE, "canary_state.prod": '{"weights": {"nodejs": 1}}'}),
-    }
-    result = subprocess.run(
-        [str(PROJECT_ROOT / ".venv/bin/python"), "app.py"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = _run_app(tmp_path / "out", {**PIPELINE, "canary_state.prod": '{"weights": {"nodejs": 1}}'})
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith('config error: canary_state.prod=\'{"weights": {"nodejs": 1}}\': must be the JSON a canary step stores')
