@@ -123,8 +123,8 @@ class Canary:
 
     @property
     def rolled_back(self) -> tuple[tuple[str, int], ...]:
-        """Every request to the baseline: where a roll back goes, from any step (any weights that
-        give the candidate 0 are this)."""
+        """Every request to the baseline: where a roll back from the first step goes (any
+        weights that give the candidate 0 are this)."""
         return ((self.baseline, 1), (self.candidate, 0))
 
 
@@ -198,7 +198,7 @@ def parse_canary(key: str, raw: Any, targets: tuple[tuple[str, int], ...], route
     _check_duration(key, canary)
     weights = dict(targets)
     current = (weights[baseline], weights[candidate])
-    # Candidate 0: rolled back, every request to the baseline (where any roll back goes).
+    # Candidate 0: rolled back, every request to the baseline (a roll back from the first step).
     if current not in steps and current[1] != 0:
         listed = " -> ".join(f"{a}:{b}" for a, b in steps)
         raise ConfigError(

@@ -19,7 +19,7 @@ judge: starts the stage's analysis build (STEP=n), waits for it, prints its log 
 (the figures behind the verdict), and reads its exported VERDICT. A promotion is stored (the stage's
 SSM parameter) and exits 0. Anything else rolls back: a verdict other than promote, an analysis build
 that failed or outlived its timeout, any error calling AWS (access denied, throttling past botocore's
-retries). The roll back is stored, every request goes back to the baseline, and the step fails.
+retries). The roll back is stored, the weights before the step are deployed, and the step fails.
 
 synth: the pipeline's synth, with what each canary stage's last step stored passed as
 `-c canary_state.<stage>=JSON` (nothing stored: the configured weights).

@@ -1,6 +1,6 @@
 """The canary's steps in the pipeline: after a stage's deploy, its analysis; then one pipeline stage
-per further step, which deploys the step and judges it. A verdict other than promote sends every
-request back to the baseline and stops the pipeline, with the figures in the step's output.
+per further step, which deploys the step and judges it. A verdict other than promote deploys the
+previous step's weights and stops the pipeline, with the figures in the step's output.
 
 Each step is one command, `python3 scripts/canary_step.py judge|deploy ...`: CodeBuild runs each
 buildspec command in a shell of its own (an `exit 0` or a `set -e` reaches no further than its
@@ -117,14 +117,15 @@ class CanaryPlan:
         return shlex.join(["python3", STEP_SCRIPT, "deploy", *self._where(), "--targets", _targets(targets), "--verdict", verdict])
 
     def judge_command(self, step: int) -> str:
-        """Judge step `step` (0-based); not promoted: every request back to the baseline, and fail.
-        Not to the step before: the candidate has just failed an analysis, and a step back would
-        leave it a share of the traffic (the weights it had already passed at, with no one judging
-        them now)."""
+        """Judge step `step` (0-based); not promoted: deploy the step before (or, from the first,
+        every request to the baseline), and fail."""
         canary = self.virtual_service.canary
         assert canary is not None
         label = f"step {step + 1} ({_weights(canary.steps[step])})"
-        back, back_label = canary.rolled_back, f"every request to {canary.baseline}"
+        if step > 0:
+            back, back_label = canary.targets(step - 1), _weights(canary.steps[step - 1])
+        else:
+            back, back_label = canary.rolled_back, f"every request to {canary.baseline}"
         words = [
             "python3",
             STEP_SCRIPT,

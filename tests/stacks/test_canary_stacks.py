@@ -251,9 +251,12 @@ def test_a_step_deploys_the_routing_stack_alone_with_the_step_weights(pipeline_s
     assert "pipeline_connection_arn=" + CONNECTION in arguments["synth-args"]  # the pipeline's own settings, replayed
 
 
-def test_each_analysis_is_one_command_that_rolls_back_to_the_baseline_alone(pipeline_synth: Synthesized) -> None:
-    label, back = "every request to nodejs", "nodejs:1,nodejsv2:0"
-    for step in (1, 2, 3):
+def test_each_analysis_is_one_command_that_rolls_back_to_the_step_before(pipeline_synth: Synthesized) -> None:
+    for step, label, back in (
+        (1, "every request to nodejs", "nodejs:1,nodejsv2:0"),
+        (2, "2:1", "nodejs:2,nodejsv2:1"),
+        (3, "1:1", "nodejs:1,nodejsv2:1"),
+    ):
         spec = _buildspec(pipeline_synth, f"--step {step} ")
         assert spec.install == [INSTALL_BOTOCORE]
         (command,) = spec.build  # CodeBuild gives each command its own shell: the decision is one
@@ -501,11 +504,11 @@ CDK_DEPLOY = (
 def _rolled_back(run: StepRun, synth_args: str) -> None:
     assert run.code == 1, run.output
     assert run.calls == [
-        f"make [synth] [CDK_ARGS={synth_args} -c weights.nodejs=nodejs:1,nodejsv2:0 "
+        f"make [synth] [CDK_ARGS={synth_args} -c weights.nodejs=nodejs:2,nodejsv2:1 "
         "-c 'canary_verdict=roll back: rolled back from step 2 (1:1); its analysis did not promote it']",
         CDK_DEPLOY,
     ]
-    assert run.output.splitlines()[-1] == "canary: back at every request to nodejs; the pipeline stops here"
+    assert run.output.splitlines()[-1] == "canary: back at 2:1; the pipeline stops here"
 
 
 @pytest.mark.parametrize(
@@ -527,12 +530,9 @@ def test_anything_but_a_promotion_rolls_back_stores_it_and_stops_the_pipeline(
         run = run_step(tmp_path, spec, fake)
     _rolled_back(run, _arguments(spec.build[0])["synth-args"])
     assert LOG[2] in run.output.splitlines()  # the figures
-    assert (
-        f"canary: step 2 (1:1) not promoted (analysis {statuses[-1]}, verdict {verdict or 'none'}): rolling back to every request to nodejs"
-        in run.output
-    )
+    assert f"canary: step 2 (1:1) not promoted (analysis {statuses[-1]}, verdict {verdict or 'none'}): rolling back to 2:1" in run.output
     stored = _stored(fake)
-    assert (stored["verdict"], stored["weights"]) == ("roll back", {"nodejs": 1, "nodejsv2": 0})
+    assert (stored["verdict"], stored["weights"]) == ("roll back", {"nodejs": 2, "nodejsv2": 1})
     assert stored["reason"] == "rolled back from step 2 (1:1); its analysis did not promote it"
 
 
@@ -574,8 +574,8 @@ def test_a_roll_back_that_fails_says_so_and_fails_the_step(pipeline_synth: Synth
         run = run_step(tmp_path, _buildspec(pipeline_synth, "--step 2 "), fake, MAKE_EXIT="2")
     assert run.code == 2
     assert run.output.splitlines()[-1] == (
-        "canary: the roll back to every request to nodejs FAILED (exit 2): step 2 (1:1)'s weights may still be live; "
-        "deploy -c weights.nodejs=nodejs:1,nodejsv2:0 by hand (README: Metric-gated canary)"
+        "canary: the roll back to 2:1 FAILED (exit 2): step 2 (1:1)'s weights may still be live; "
+        "deploy -c weights.nodejs=nodejs:2,nodejsv2:1 by hand (README: Metric-gated canary)"
     )
 
 
@@ -594,8 +594,8 @@ def test_an_analysis_build_that_outlives_its_timeout_is_stopped_and_rolled_back(
     aws.statuses = ["IN_PROGRESS"]
     arguments = [
         "judge", "--virtual-service", "nodejs", "--stack", "AppMesh-Pipeline/Prod/AppMesh-MeshRouting", "--step", "2",
-        "--step-weights", "1:1", "--step-targets", "nodejs:1,nodejsv2:1", "--promote-reason", "p", "--rollback-label", "nodejs",
-        "--rollback-targets", "nodejs:1,nodejsv2:0", "--rollback-reason", "r", "--project", "analysis", "--log-group", "g",
+        "--step-weights", "1:1", "--step-targets", "nodejs:1,nodejsv2:1", "--promote-reason", "p", "--rollback-label", "2:1",
+        "--rollback-targets", "nodejs:2,nodejsv2:1", "--rollback-reason", "r", "--project", "analysis", "--log-group", "g",
         "--analysis-minutes", "0", "--parameter", "/p", "--fingerprint", "0" * 64, "--poll-seconds", "0",
     ]  # fmt: skip
     assert canary_step.main(arguments) == 1
