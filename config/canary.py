@@ -15,6 +15,7 @@ the limits each step is judged by (python -m canary; README "Metric-gated canary
           p99_latency_tolerance_ms: 10   # and at least this much slower, to count
           max_waits: 6                   # windows a step may wait for enough requests
           scrape_margin_seconds: 60      # after a step's deploy, its first judgement waits a window and this
+          roll_back_to: previous_step    # or baseline: where a step that is not promoted goes
 
 Validated here like every other setting; each refusal names the key, the value and the fix. So is
 what the pipeline stored of a stage's canary (`canary_state.<stage>`, see CanaryState), and the
@@ -49,7 +50,12 @@ _KEYS = {
     "p99_latency_tolerance_ms",
     "max_waits",
     "scrape_margin_seconds",
+    "roll_back_to",
 }
+# Where a step that is not promoted sends the traffic: the weights of the step before (the last
+# an analysis promoted; from the first step, every request to the baseline), or every request to
+# the baseline from any step (what Flagger and Argo Rollouts do on an abort).
+ROLL_BACK_TO = ("previous_step", "baseline")
 
 # How long the parts of a pipeline's canary step take at most, in minutes: the CodeBuild timeouts
 # are these plus the judge's own waiting (Canary.judging_seconds).
@@ -84,6 +90,7 @@ class Canary:
     # After a step's deploy, the first judgement waits a whole window (so that the window holds
     # only this step's traffic) and this margin (a scrape interval and the ingestion behind it).
     scrape_margin_seconds: int = 60
+    roll_back_to: str = "previous_step"
 
     @property
     def settle_seconds(self) -> int:
@@ -127,6 +134,13 @@ class Canary:
         weights that give the candidate 0 are this)."""
         return ((self.baseline, 1), (self.candidate, 0))
 
+    def roll_back(self, step: int) -> tuple[tuple[tuple[str, int], ...], str]:
+        """Where step `step` (0-based) goes when it is not promoted, and how to say it."""
+        if step > 0 and self.roll_back_to == "previous_step":
+            baseline, candidate = self.steps[step - 1]
+            return self.targets(step - 1), f"{baseline}:{candidate}"
+        return self.rolled_back, f"every request to {self.baseline}"
+
 
 def _number(key: str, value: Any, low: Decimal, high: Decimal) -> float:
     # YAML floats arrive as the text the user wrote (config/settings.py keeps "1.30" as written).
@@ -139,6 +153,12 @@ def _number(key: str, value: Any, low: Decimal, high: Decimal) -> float:
     if not number.is_finite() or not low <= number <= high:
         raise ConfigError(key, value, f"must be a number from {low} to {high}")
     return float(number)
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(key, value, f"must be one of: {', '.join(choices)}")
+    return str(value)
 
 
 def parse_steps(key: str, value: Any) -> tuple[tuple[int, int], ...]:
@@ -194,6 +214,7 @@ def parse_canary(key: str, raw: Any, targets: tuple[tuple[str, int], ...], route
         p99_latency_tolerance_ms=check_int(f"{key}.p99_latency_tolerance_ms", raw.get("p99_latency_tolerance_ms", 10), 0, 60_000),
         max_waits=check_int(f"{key}.max_waits", raw.get("max_waits", 6), 0, 100),
         scrape_margin_seconds=check_int(f"{key}.scrape_margin_seconds", raw.get("scrape_margin_seconds", 60), 0, 600),
+        roll_back_to=_choice(f"{key}.roll_back_to", raw.get("roll_back_to", "previous_step"), ROLL_BACK_TO),
     )
     _check_duration(key, canary)
     weights = dict(targets)

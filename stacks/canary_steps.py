@@ -117,15 +117,12 @@ class CanaryPlan:
         return shlex.join(["python3", STEP_SCRIPT, "deploy", *self._where(), "--targets", _targets(targets), "--verdict", verdict])
 
     def judge_command(self, step: int) -> str:
-        """Judge step `step` (0-based); not promoted: deploy the step before (or, from the first,
-        every request to the baseline), and fail."""
+        """Judge step `step` (0-based); not promoted: deploy where the canary's `roll_back_to`
+        says (the step before, or every request to the baseline), and fail."""
         canary = self.virtual_service.canary
         assert canary is not None
         label = f"step {step + 1} ({_weights(canary.steps[step])})"
-        if step > 0:
-            back, back_label = canary.targets(step - 1), _weights(canary.steps[step - 1])
-        else:
-            back, back_label = canary.rolled_back, f"every request to {canary.baseline}"
+        back, back_label = canary.roll_back(step)
         words = [
             "python3",
             STEP_SCRIPT,

@@ -272,6 +272,14 @@ def test_each_analysis_is_one_command_that_rolls_back_to_the_step_before(pipelin
         assert "ANALYSIS_PROJECT" in json.dumps(action["Configuration"]["EnvironmentVariables"])
 
 
+def test_with_roll_back_to_baseline_every_analysis_rolls_back_to_the_baseline(tmp_path: Path) -> None:
+    topology = {"virtual_services": {"nodejs": {"canary": {"roll_back_to": "baseline"}}}}
+    synthesized = synthesize(tmp_path, {**PIPELINE, "topology": json.dumps(topology)})
+    for step in (1, 2, 3):
+        arguments = _arguments(_buildspec(synthesized, f"--step {step} ").build[0])
+        assert (arguments["rollback-label"], arguments["rollback-targets"]) == ("every request to nodejs", "nodejs:1,nodejsv2:0")
+
+
 def test_each_canary_step_may_run_an_analysis_and_a_roll_back_and_no_longer(pipeline_synth: Synthesized) -> None:
     """Defaults: the analysis build 10 + (360 s settle + 6 waits of 300 s) / 60 = 46 minutes; the
     step around it 46 + 10 + a 40-minute deploy; a deploy step 40."""

@@ -61,11 +61,37 @@ def test_the_defaults_and_the_steps_as_written() -> None:
         ({"candidate": "crystal"}, ".candidate='crystal': must be one of the route's targets: nodejs, nodejsv2"),
         ({"steps": "1:1 -> 0:1"}, ".steps='1:1 -> 0:1': the route's weights nodejs:2, nodejsv2:1 are not one of the steps;"),
         ({"pace": 3}, ".pace=3: unknown key"),
+        ({"roll_back_to": "zero"}, ".roll_back_to='zero': must be one of: previous_step, baseline"),
     ],
-    ids=["one-step", "same-share", "same-share-scaled", "not-weights", "nowhere", "weight-limit", "not-a-target", "not-a-step", "unknown"],
+    ids=[
+        "one-step",
+        "same-share",
+        "same-share-scaled",
+        "not-weights",
+        "nowhere",
+        "weight-limit",
+        "not-a-target",
+        "not-a-step",
+        "unknown",
+        "roll-back-to",
+    ],
 )
 def test_each_canary_rule_refuses_in_one_line(canary: dict[str, Any], message: str) -> None:
     assert error_for(canary).startswith(KEY + message)
+
+
+def test_a_roll_back_goes_to_the_step_before_or_when_asked_to_the_baseline() -> None:
+    """Issue 18: the previous step's weights (the last an analysis promoted); from the first step,
+    and from any step with roll_back_to: baseline, every request to the baseline."""
+    default = with_canary().mesh.topology.virtual_service("nodejs").canary
+    assert default.roll_back_to == "previous_step"
+    assert [default.roll_back(step) for step in range(3)] == [
+        ((("nodejs", 1), ("nodejsv2", 0)), "every request to nodejs"),
+        ((("nodejs", 2), ("nodejsv2", 1)), "2:1"),
+        ((("nodejs", 1), ("nodejsv2", 1)), "1:1"),
+    ]
+    baseline = with_canary({"roll_back_to": "baseline"}).mesh.topology.virtual_service("nodejs").canary
+    assert {baseline.roll_back(step) for step in range(3)} == {((("nodejs", 1), ("nodejsv2", 0)), "every request to nodejs")}
 
 
 @pytest.mark.parametrize(
