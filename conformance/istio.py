@@ -410,6 +410,19 @@ class IstioLayer:
         wait_for(synced, timeout_s, interval_s=1.0)
         return pending
 
+    def rejections(self) -> list[str]:
+        """What istiod heard refused (its last error per proxy and type) and what each Envoy
+        counts as rejected (every `*.update_rejected` stat that is not 0): one line each."""
+        found = [
+            f"{entry['proxy']} {kind.rsplit('.', 1)[-1]}: {state['lastError'][:300]}"
+            for entry in self.istiod.syncz()
+            for kind, state in entry.get("resources", {}).items()
+            if state.get("lastError")
+        ]
+        for name, proxy in self.proxies.items():
+            found += [f"{name}: {stat} = {value}" for stat, value in proxy.stats().items() if stat.endswith("update_rejected") and value]
+        return found
+
     # -- re-rendering istiod for a probe -------------------------------------------------------
     def render_istiod(self, harness: Harness, change: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
         """The istiod release's objects, rendered again from its values (test-only values
