@@ -377,7 +377,7 @@ class Node(threading.Thread):
         if "fieldRef" in item:
             return field_value(pod, item["fieldRef"]["fieldPath"])
         container = next(c for c in pod["spec"]["containers"] if c["name"] == item["resourceFieldRef"].get("containerName"))
-        return self._resource_value(container, item["resourceFieldRef"])
+        return resource_value(container, item["resourceFieldRef"])
 
     def environment(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
         """The container's environment as the kubelet makes it: values with `$(NAME)` of earlier
@@ -391,7 +391,7 @@ class Node(threading.Thread):
             elif "fieldRef" in source:
                 environment[name] = field_value(pod, source["fieldRef"]["fieldPath"])
             elif "resourceFieldRef" in source:
-                environment[name] = self._resource_value(container, source["resourceFieldRef"])
+                environment[name] = resource_value(container, source["resourceFieldRef"])
             elif "configMapKeyRef" in source or "secretKeyRef" in source:
                 kind = "configMapKeyRef" if "configMapKeyRef" in source else "secretKeyRef"
                 reference = source[kind]
@@ -400,19 +400,6 @@ class Node(threading.Thread):
                 value = data.get(reference["key"], "")
                 environment[name] = base64.b64decode(value).decode() if kind == "secretKeyRef" else value
         return environment
-
-    def _resource_value(self, container: dict[str, Any], reference: dict[str, Any]) -> str:
-        """limits.cpu, requests.memory and the like, rounded up in units of the divisor; a limit
-        the container does not set is the node's allocatable amount, as the kubelet reports it."""
-        kind, resource = reference["resource"].split(".", 1)
-        resources = container.get("resources", {})
-        quantity = resources.get(kind, {}).get(resource)
-        if quantity is None and kind == "requests":
-            quantity = resources.get("limits", {}).get(resource, "0")
-        if quantity is None:
-            quantity = NODE_ALLOCATABLE.get(resource, "0")
-        divisor = reference.get("divisor", "1")
-        return str(math.ceil(parse_quantity(str(quantity)) / parse_quantity(str(divisor))))
 
     def _run_job_pod(self, pod: dict[str, Any], address: str) -> None:
         record = self.jobs.setdefault(pod["metadata"]["uid"], JobRecord())
@@ -510,6 +497,20 @@ def expand(text: str, environment: dict[str, str]) -> str:
     return re.sub(
         r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", lambda m: "$" if m.group(0) == "$$" else environment.get(m.group(1), m.group(0)), text
     )
+
+
+def resource_value(container: dict[str, Any], reference: dict[str, Any]) -> str:
+    """limits.cpu, requests.memory and the like, rounded up in units of the divisor; a limit
+    the container does not set is the node's allocatable amount, as the kubelet reports it."""
+    kind, resource = reference["resource"].split(".", 1)
+    resources = container.get("resources", {})
+    quantity = resources.get(kind, {}).get(resource)
+    if quantity is None and kind == "requests":
+        quantity = resources.get("limits", {}).get(resource, "0")
+    if quantity is None:
+        quantity = NODE_ALLOCATABLE.get(resource, "0")
+    divisor = reference.get("divisor", "1")
+    return str(math.ceil(parse_quantity(str(quantity)) / parse_quantity(str(divisor))))
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:
