@@ -161,6 +161,28 @@ def test_every_meshed_pod_is_injected_by_istiod_and_admitted_at_the_namespaces_l
             assert init["istio-proxy"]["restartPolicy"] == "Always", name  # native: the kubelet is 1.35
 
 
+def test_the_backends_picture_of_the_injector_is_istiods_own(istio: Deployed, mesh: Mesh) -> None:
+    """What `IstioBackend.injected` says the injector adds (containers, their order, images and
+    security contexts, the pod's sysctls) is what istiod's injector added to each pod."""
+    backend = backend_named(BACKEND)
+    for pod in _namespace_pods(istio, mesh.names.namespace):
+        name, spec = pod["metadata"]["name"], pod["spec"]
+        said = backend.injected(pod, mesh.topology)
+        added = [
+            container for container in spec.get("initContainers", []) if container["name"] in {c["name"] for c in said.init_containers}
+        ]
+        assert [(c["name"], c["image"], c.get("restartPolicy"), c["securityContext"]) for c in added] == [
+            (c["name"], c["image"], c.get("restartPolicy"), c["securityContext"]) for c in said.init_containers
+        ], name
+        containers = {container["name"]: container for container in spec["containers"]}
+        for container in said.containers:
+            real = containers[container["name"]]
+            assert real["image"] == container["image"], name
+            assert container["securityContext"].items() <= real["securityContext"].items(), name
+        for sysctl in said.pod_security_context.get("sysctls", []):
+            assert sysctl in spec["securityContext"].get("sysctls", []), name
+
+
 def test_the_kubelet_would_start_every_injected_pod(istio: Deployed, mesh: Mesh) -> None:
     """The one rule no API server judges (the kubelet's runAsNonRoot against the image's user),
     from the admission model, applied to the pods as istiod injected them. No image's USER is
