@@ -12,6 +12,7 @@ also runs an Envoy per proxy.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -31,6 +32,11 @@ from mesh.summary import SUMMARY_FILE, load_summary, summarize_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("appmesh", "istio", "lattice")
+# An image asset's URI once the deploy fills it in (conformance/cloudformation.py's stand-ins): the
+# whole reference, its tag the asset hash and nothing after it.
+ASSET_IMAGE = re.compile(
+    r"^123456789012\.dkr\.ecr\.us-west-1\.amazonaws\.com/cdk-hnb659fds-container-assets-123456789012-us-west-1:[0-9a-f]{64}$"
+)
 
 
 def assemblies() -> Path:

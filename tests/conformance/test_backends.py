@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from conformance import charts
 from conformance.cloudformation import HelmRelease, Manifest, Step
 from conformance.harness import summary
 from conformance.kubelet import wait_for
-from tests.conformance.conftest import Deployed
+from tests.conformance.conftest import ASSET_IMAGE, Deployed
 from tests.stacks.support import DOCKER_HUB, registry
 
 pytestmark = pytest.mark.conformance
@@ -99,13 +98,6 @@ def test_every_pod_is_admitted_and_running(deployed: Deployed) -> None:
     _fail_with(deployed, deployed.running.background_errors(), "the node and controller stand-ins failed")
 
 
-# An image asset's URI once the deploy fills it in (conformance/cloudformation.py's stand-ins): the
-# whole reference, its tag the asset hash and nothing after it.
-_ASSET_IMAGE = re.compile(
-    r"^123456789012\.dkr\.ecr\.us-west-1\.amazonaws\.com/cdk-hnb659fds-container-assets-123456789012-us-west-1:[0-9a-f]{64}$"
-)
-
-
 def test_no_pod_pulls_from_docker_hub_and_istio_runs_its_mirrors(deployed: Deployed) -> None:
     """The pods the real charts render (Helm, the pinned chart sources) with our values, as the
     controllers create them: no image from Docker Hub (tests/stacks/test_images.py models the same
@@ -125,7 +117,7 @@ def test_no_pod_pulls_from_docker_hub_and_istio_runs_its_mirrors(deployed: Deplo
         ours = ("discovery", "install-cni")  # istiod's container, the CNI agent's
         istio = {where: image for where, image in images.items() if where.startswith("istio-system/") and where.endswith(ours)}
         assert {where.rsplit("/", 1)[1] for where in istio} == set(ours), images
-        assert {where: image for where, image in istio.items() if not _ASSET_IMAGE.match(image)} == {}
+        assert {where: image for where, image in istio.items() if not ASSET_IMAGE.match(image)} == {}
 
 
 def test_the_one_shot_jobs_ran_and_succeeded_with_their_own_rights(deployed: Deployed) -> None:

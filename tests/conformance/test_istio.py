@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from backends import backend_named
+from backends.istio import PROXY_IMAGE
 from charts.istio import service_host
 from config.policies import retry_events
 from conformance import envoy_config
@@ -37,7 +38,7 @@ from mesh.names import MeshNames, mesh_names
 from mesh.parity import callers, retry_form
 from mesh.parts import Injection
 from tests.charts.admission import kubelet_refusals
-from tests.conformance.conftest import Deployed, deploy, synthesized_config
+from tests.conformance.conftest import ASSET_IMAGE, Deployed, deploy, synthesized_config
 
 pytestmark = pytest.mark.conformance
 
@@ -58,6 +59,16 @@ class Mesh:
     @property
     def topology(self) -> Any:
         return self.config.mesh.topology
+
+    @property
+    def proxy_image(self) -> str:
+        """The proxyv2 mirror as this deploy gave it to istiod (an image asset's URI)."""
+        return str(self.istiod_values["global"]["proxy"]["image"])
+
+    def deployed(self, image: str) -> str:
+        """An image as the backend's model writes it (the mirror at an example account, where no
+        deploy has filled in the asset's URI), as this deploy gave it to istiod."""
+        return self.proxy_image if image == PROXY_IMAGE else image
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +166,19 @@ def test_every_meshed_pod_is_injected_by_istiod_and_admitted_at_the_namespaces_l
         assert pod["status"]["phase"] == "Running", name
         if pod["metadata"]["labels"]["app"] == mesh.topology.gateway.name:
             (proxy,) = spec["containers"]
-            assert proxy["name"] == "istio-proxy" and proxy["image"].endswith(f"/proxyv2:{mesh.istiod_values['global']['tag']}"), name
+            assert proxy["name"] == "istio-proxy", name
+            injected = [proxy]
         else:
             init = {container["name"]: container for container in spec["initContainers"]}
             assert set(init) == {"istio-validation", "istio-proxy"}, name
             assert init["istio-proxy"]["restartPolicy"] == "Always", name  # native: the kubelet is 1.35
+            injected = list(init.values())
+        # Every container the injector adds runs the proxyv2 mirror word for word, as given in
+        # `global.proxy.image` and `global.proxy_init.image` (a full reference: no hub before it, no
+        # tag after it; components/istio.py IstioImages), the ECR asset the deploy pushes.
+        mirror = mesh.proxy_image
+        assert ASSET_IMAGE.match(mirror) and mesh.istiod_values["global"]["proxy_init"]["image"] == mirror
+        assert {container["name"]: container["image"] for container in injected} == {c["name"]: mirror for c in injected}, name
 
 
 def test_the_backends_picture_of_the_injector_is_istiods_own(istio: Deployed, mesh: Mesh) -> None:
@@ -172,12 +191,12 @@ def test_the_backends_picture_of_the_injector_is_istiods_own(istio: Deployed, me
         # Our pod templates have no init containers of their own: every one there is the injector's.
         added = spec.get("initContainers", [])
         assert [(c["name"], c["image"], c.get("restartPolicy"), c["securityContext"]) for c in added] == [
-            (c["name"], c["image"], c.get("restartPolicy"), c["securityContext"]) for c in said.init_containers
+            (c["name"], mesh.deployed(c["image"]), c.get("restartPolicy"), c["securityContext"]) for c in said.init_containers
         ], name
         containers = {container["name"]: container for container in spec["containers"]}
         for container in said.containers:
             real = containers[container["name"]]
-            assert real["image"] == container["image"], name
+            assert real["image"] == mesh.deployed(container["image"]), name
             assert container["securityContext"].items() <= real["securityContext"].items(), name
         for sysctl in said.pod_security_context.get("sysctls", []):
             assert sysctl in spec["securityContext"].get("sysctls", []), name
