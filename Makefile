@@ -81,11 +81,12 @@ test: upstream $(BIN)/.dev node_modules/.installed .venv-checkov/.installed runt
 	$(BIN)/python -m pytest
 
 # Layer 8 (README, Conformance): the real kube-apiserver, controller manager and etcd take each
-# backend's synthesized output in CloudFormation's order. The programs are built from Go modules
+# backend's synthesized output in CloudFormation's order; for Istio, the real istiod injects and
+# validates, and a real Envoy per proxy takes its config from it. The programs are built from Go modules
 # into a cache outside the checkout (seconds when warm); each backend is synthesized into its own
 # folder, swapped in only when all three synthesized.
 CONFORMANCE_OUT := cdk.out.conformance
-conformance: $(BIN)/.dev node_modules/.installed upstream ## Real Kubernetes control plane judges each backend's output (needs Go 1.26)
+conformance: $(BIN)/.dev node_modules/.installed upstream ## Real Kubernetes control plane judges each backend's output, real istiod and Envoy Istio's (needs Go 1.26, root)
 	$(BIN)/python -m conformance.binaries build
 	@rm -rf $(CONFORMANCE_OUT).next
 	$(CDK) synth --quiet --output $(CONFORMANCE_OUT).next/appmesh

@@ -48,8 +48,8 @@ ISTIO_UID = 1337
 ISTIO_DRAIN_SECONDS = 10
 ISTIO_TERMINATION_GRACE_SECONDS = 30
 # What the injection template renders with istio-cni on (istio-1.31-injection-template.yaml):
-# both containers non-root, read-only, every capability dropped (tests/charts/test_admission.py
-# renders the template's securityContext blocks and compares).
+# both containers non-root, read-only, every capability dropped (tests/conformance/test_istio.py
+# compares it with the pods istiod's own injector makes).
 _NON_ROOT = {
     "allowPrivilegeEscalation": False,
     "privileged": False,
@@ -245,47 +245,12 @@ class IstioBackend(MeshBackend):
     ) -> list[Manifest]:
         return istio.gateway_objects(gateway, names)
 
-    def chart_pods(self, topology: Topology, names: MeshNames) -> dict[str, Manifest]:
-        """The gateway chart's pod template as manifests/charts/gateway/templates/deployment.yaml
-        (at the pinned commit) renders it with gateway_values(): the pod's securityContext is our
-        value (it replaces the chart's default), the container's is the chart's default."""
-        if topology.gateway is None:
-            return {}
-        values = gateway_values(
-            name=topology.gateway.name, port=topology.gateway.port, replicas=topology.gateway.replicas, scheme=topology.gateway.scheme
-        )
-        return {
-            f"Deployment/{topology.gateway.name} (gateway chart)": {
-                "metadata": {
-                    "labels": {"sidecar.istio.io/inject": "true", **istio.gateway_pod_labels(topology.gateway.name)},
-                    "annotations": {"inject.istio.io/templates": "gateway", "sidecar.istio.io/inject": "true"},
-                },
-                "spec": {
-                    "serviceAccountName": topology.gateway.name,
-                    "securityContext": values["securityContext"],
-                    "containers": [
-                        {
-                            "name": "istio-proxy",
-                            "image": "auto",
-                            "securityContext": {
-                                "capabilities": {"drop": ["ALL"]},
-                                "allowPrivilegeEscalation": False,
-                                "privileged": False,
-                                "readOnlyRootFilesystem": True,
-                                "runAsNonRoot": True,
-                            },
-                            "ports": [{"containerPort": 15090, "protocol": "TCP", "name": "http-envoy-prom"}],
-                        }
-                    ],
-                },
-            }
-        }
-
     def injected(self, pod: Manifest, topology: Topology) -> Injection:
         """With istio-cni: `istio-validation` (an init container that only checks the redirect)
         and `istio-proxy`, a native sidecar (an init container with restartPolicy Always, on
         kubelets from 1.33). A gateway pod gets the `gateway` template instead: its own istio-proxy
-        container runs as 1337, and the pod the unprivileged-port sysctl."""
+        container runs as 1337, and the pod the unprivileged-port sysctl. Checked against istiod's
+        own injection, and judged by the real Pod Security, in the conformance layer."""
         if pod["metadata"].get("annotations", {}).get("inject.istio.io/templates") == "gateway":
             return Injection(
                 containers=(

@@ -335,6 +335,14 @@ def gateway_objects(gateway: Gateway, names: MeshNames) -> list[Manifest]:
 
 # --------------------------------------------------------------------------------------------
 # Read back: Istio objects -> the neutral form (mesh/parity.py)
+#
+# What istiod makes of these objects is judged for real in the conformance layer: there, each
+# Envoy's config from the real istiod (routes, weights, prefixes and rewrites, timeouts, retries,
+# outlier detection and pools, mTLS per inbound chain, RBAC principals, what each sidecar knows)
+# is compared with the synthesized topology (tests/conformance/test_istio.py). This read-back
+# stays for what that layer does not run: the varied and generated topologies of the parity test,
+# on every plain `make test`, without Go or root; and the health checks, which are the pods'
+# probes rather than Envoy config.
 
 
 def _retry_form(retries: dict[str, Any] | None) -> dict[str, Any] | None:

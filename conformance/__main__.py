@@ -2,7 +2,9 @@
 
     python -m conformance run CDK_OUT [--workdir DIR]   # deploy, report, destroy; exit 1 on a refusal
 
-The tests (tests/conformance) run the same thing for each backend, with assertions.
+An assembly with Istio's istiod release runs with the real istiod and its webhooks, and an Envoy
+per proxy of the application namespace (conformance/istio.py); the report says whether each took
+its config. The tests (tests/conformance) run the same thing for each backend, with assertions.
 """
 
 from __future__ import annotations
@@ -11,12 +13,20 @@ import argparse
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from . import binaries, charts, cloudformation
 from .cluster import ClusterError
 from .harness import summary
+from .istio import IstioError, IstioLayer, is_istiod
+from .proxies import ProxyError
 from .session import session
+
+
+def _manifest_objects(step: cloudformation.Step) -> tuple[dict[str, Any], ...]:
+    return step.action.objects if isinstance(step.action, cloudformation.Manifest) else ()
 
 
 def main(argv: list[str]) -> int:
@@ -30,18 +40,37 @@ def main(argv: list[str]) -> int:
         steps = cloudformation.read(arguments.cdk_out)
         workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="conformance-"))
         started = time.monotonic()
-        with session(workdir) as running:
+        programs = binaries.built()
+        layer = IstioLayer(workdir, programs) if any(is_istiod(step) for step in steps) else None
+        hooks: dict[str, Any] = (
+            {"webhooks": layer.webhooks, "after_step": layer.after_step, "after_delete": layer.after_delete} if layer else {}
+        )
+        proxies: list[str] = []
+        with ExitStack() as stack:
+            running = stack.enter_context(session(workdir, programs, **hooks))
+            if layer:
+                stack.enter_context(layer.running(running))
+                steps = layer.steps(steps)
             report = running.harness.deploy(steps)
             violations = running.harness.order_violations()
             pods = running.harness.pod_refusals() + running.harness.workloads_short()
+            if layer and not report.refusals:
+                namespaces = {
+                    obj["metadata"]["namespace"] for step in steps for obj in _manifest_objects(step) if obj["kind"] == "Deployment"
+                }
+                for namespace in sorted(namespaces):
+                    layer.start_proxies(running, namespace)
+                proxies = layer.wait_proxies_synced() + layer.rejections()
             running.harness.destroy()
         print(summary(report))
         print(f"order: {violations or 'every namespace and CRD comes from a step waited for'}")
         print(f"pods: {pods or 'every pod admitted and ready'}")
+        if layer:
+            print(f"proxies: {proxies or 'every proxy took its config from istiod, nothing rejected'}")
         print(f"{len(steps)} steps in {time.monotonic() - started:.0f} s; files and logs in {workdir}")
-        failed = report.refusals or violations or pods or report.stuck
+        failed = report.refusals or violations or pods or proxies or report.stuck
         return 1 if failed else 0
-    except (cloudformation.AssemblyError, binaries.BuildError, ClusterError, charts.ChartError) as error:
+    except (cloudformation.AssemblyError, binaries.BuildError, ClusterError, charts.ChartError, IstioError, ProxyError) as error:
         print(error, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,8 +1,9 @@
 """The real programs of the conformance layer, built from their Go modules and cached by version.
 
 Each program is `go build` of a package of one of the modules under `conformance/toolchain/`
-(committed: go.mod, go.sum, a tools file; never a binary). The module's `require` line is the
-only place a version is written. The binary goes to
+(committed: go.mod, go.sum, a tools file; never a binary), with the build tags and version stamps
+its project's own release build uses. The module's `require` line is the only place a version is
+written. The binary goes to
 
     ${XDG_CACHE_HOME:-~/.cache}/appmesh-eks/conformance/<program>-<version>/<program>
 
@@ -15,6 +16,7 @@ matches builds nothing. Builds run one at a time (the machines have two cores, s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +46,16 @@ class Program:
     requires: str  # the module path whose version (from go.mod) names the build
     package: str  # what `go build` builds, relative to the module folder or an import path
     ldflags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    # Stamps read from the module's own files (so only once Go has it): called with the version.
+    ldflags_from_module: Callable[[str], tuple[str, ...]] | None = None
 
     @property
     def folder(self) -> Path:
         return TOOLCHAIN / self.module
+
+    def linker_flags(self) -> tuple[str, ...]:
+        return self.ldflags + (self.ldflags_from_module(self.version) if self.ldflags_from_module else ())
 
     @property
     def version(self) -> str:
@@ -76,6 +85,49 @@ def _kubernetes_ldflags(version: str) -> tuple[str, ...]:
     return tuple(flags)
 
 
+# Istio's release build (Makefile.core.mk at the pinned commit): STANDARD_TAGS for istiod and
+# istioctl, AGENT_TAGS for pilot-agent (no gRPC tracing, no retry tracing: a smaller agent).
+ISTIO_STANDARD_TAGS = ("vtprotobuf", "disable_pgv")
+ISTIO_AGENT_TAGS = ("agent", "disable_pgv", "grpcnotrace", "retrynotrace")
+
+
+def module_directory(folder: Path, module: str, version: str) -> Path:
+    """Where Go's module cache holds a module the toolchain module requires (downloaded through
+    the module proxy if it is not there yet; checked against go.sum)."""
+    environment = {**os.environ, "GOFLAGS": "-mod=readonly", "GOWORK": "off"}
+    try:
+        result = subprocess.run(
+            ["go", "mod", "download", "-json", f"{module}@{version}"],
+            cwd=folder, env=environment, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise BuildError(
+            "conformance: `go` is not on PATH; the conformance layer builds its programs with Go 1.26 (README, Conformance)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"conformance: downloading {module}@{version} took over {BUILD_TIMEOUT_S // 60} minutes") from None
+    answer = json.loads(result.stdout or "{}")
+    if result.returncode != 0 or "Dir" not in answer:
+        raise BuildError(f"conformance: go mod download {module}@{version} failed: {answer.get('Error') or result.stderr.strip()[-300:]}")
+    return Path(answer["Dir"])
+
+
+@functools.cache
+def _istio_ldflags(version: str) -> tuple[str, ...]:
+    """What Istio's release build stamps (common/scripts/report_build_info.sh). A build from the
+    branch rather than a tag is `<VERSION file>-dev`, as Istio's Makefile names it; pilot-agent
+    reports it to istiod as the proxy's version, which istiod reads as the newest patch of that
+    minor (pilot/pkg/model/context.go, ParseIstioVersion). Without it the version is `unknown`."""
+    release = (module_directory(TOOLCHAIN / "istio", "istio.io/istio", version) / "VERSION").read_text().strip()
+    package = "istio.io/istio/pkg/version"
+    return (
+        f"-X {package}.buildVersion={release}-dev",
+        f"-X {package}.buildGitRevision={version.rsplit('-', 1)[-1]}",
+        f"-X {package}.buildStatus=Clean",
+        f"-X {package}.buildTag={version}",
+    )
+
+
 def programs() -> dict[str, Program]:
     kubernetes = required_version(TOOLCHAIN / "kubernetes" / "go.mod", "k8s.io/kubernetes")
     helm = required_version(TOOLCHAIN / "helm" / "go.mod", "helm.sh/helm/v4")
@@ -86,6 +138,15 @@ def programs() -> dict[str, Program]:
             for name in ("kube-apiserver", "kube-controller-manager", "kubectl")
         ),
         Program("helm", "helm", "helm.sh/helm/v4", "helm.sh/helm/v4/cmd/helm", (f"-X helm.sh/helm/v4/internal/version.version={helm}",)),
+        # istiod and istioctl first: they share the tags, so the second reuses the first's packages.
+        *(
+            Program(name, "istio", "istio.io/istio", f"istio.io/istio/{path}", tags=tags, ldflags_from_module=_istio_ldflags)
+            for name, path, tags in (
+                ("pilot-discovery", "pilot/cmd/pilot-discovery", ISTIO_STANDARD_TAGS),
+                ("istioctl", "istioctl/cmd/istioctl", ISTIO_STANDARD_TAGS),
+                ("pilot-agent", "pilot/cmd/pilot-agent", ISTIO_AGENT_TAGS),
+            )
+        ),
     ]
     return {program.name: program for program in listed}
 
@@ -107,12 +168,15 @@ def _go_version() -> str:
 
 def _stamp(program: Program, go_version: str) -> dict[str, str]:
     """Everything that makes two builds of the same version differ: rebuild when it changes."""
-    return {
+    stamp = {
         "go": go_version,
         "go.sum": hashlib.sha256((program.folder / "go.sum").read_bytes()).hexdigest(),
         "package": program.package,
-        "ldflags": " ".join(program.ldflags),
+        "ldflags": " ".join(program.linker_flags()),
     }
+    if program.tags:  # only where there are some: a stamp written before tags existed stays valid
+        stamp["tags"] = ",".join(program.tags)
+    return stamp
 
 
 def binary_path(program: Program) -> Path:
@@ -132,7 +196,18 @@ def build(program: Program, go_version: str, log: Path | None = None) -> float:
     partial = path.with_name(f".{program.name}.partial")
     # Static, reproducible binaries, as the projects' own release builds make them.
     environment = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly", "GOWORK": "off"}
-    command = ["go", "build", "-trimpath", "-ldflags", " ".join(("-s", "-w", *program.ldflags)), "-o", str(partial), program.package]
+    tags = ["-tags", ",".join(program.tags)] if program.tags else []
+    command = [
+        "go",
+        "build",
+        "-trimpath",
+        *tags,
+        "-ldflags",
+        " ".join(("-s", "-w", *program.linker_flags())),
+        "-o",
+        str(partial),
+        program.package,
+    ]
     started = time.monotonic()
     try:
         result = subprocess.run(

@@ -42,7 +42,7 @@ class ClusterError(Exception):
     """The control plane did not start or answer: one line (the log's last line, and where it is)."""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGTERM when the parent exits (Linux prctl PR_SET_PDEATHSIG)."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
@@ -213,7 +213,7 @@ class ControlPlane:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def _log_tail(self, name: str) -> str:

@@ -158,13 +158,15 @@ class Harness:
         *,
         webhooks: WebhookPolicy = leave_out_webhooks,
         after_step: Callable[[Step, Harness], None] | None = None,
+        after_delete: Callable[[Step, Harness], None] | None = None,
     ) -> None:
         self.plane = plane
         self.node = node
         self.controllers = controllers
         self.workdir = workdir
         self.webhooks = webhooks
-        self.after_step = after_step  # issue 16's layer starts istiod here, once its release is in
+        self.after_step = after_step  # the Istio layer starts istiod here, once its release is in
+        self.after_delete = after_delete  # and stops it here, once its release is uninstalled
         self.api = plane.api()
         self.report = Report()
         self.providers: dict[str, str] = {}  # "ns/<name>" or "crd/<name>" -> the step after which it exists
@@ -272,18 +274,7 @@ class Harness:
                     applied.objects += crds
                 self.controllers.running.add(action.chart)
                 return
-            folder = charts.stamped_copy(source, action.version or "0.0.0", self.workdir)
-            rendered = charts.template(
-                self._helm,
-                folder,
-                release=action.release,
-                namespace=action.namespace,
-                values=action.values,
-                kube_version=self.kube_version,
-                api_versions=self.api_versions(),
-                include_crds=not action.skip_crds,
-                workdir=self.workdir,
-            )
+            rendered = self.render(source, action)
         except (charts.ChartError, pins.Missing, pins.Mismatch) as error:
             self.refuse(step, [str(error)])
             return
@@ -316,6 +307,21 @@ class Harness:
         self.controllers.running.add(action.chart)
         if action.wait:
             self._wait_ready(step, action, main)
+
+    def render(self, source: charts.ChartSource, action: HelmRelease) -> list[charts.Rendered]:
+        """`helm template` of the release's chart with its values, for this cluster."""
+        folder = charts.stamped_copy(source, action.version or "0.0.0", self.workdir)
+        return charts.template(
+            self._helm,
+            folder,
+            release=action.release,
+            namespace=action.namespace,
+            values=action.values,
+            kube_version=self.kube_version,
+            api_versions=self.api_versions(),
+            include_crds=not action.skip_crds,
+            workdir=self.workdir,
+        )
 
     def _established(self, step: Step, crds: list[dict[str, Any]]) -> None:
         if not crds:
@@ -542,6 +548,8 @@ class Harness:
                 self.plane.kubectl(
                     "patch", action.resource, "-n", action.namespace, f"--type={action.patch_type}", "-p", json.dumps(action.restore)
                 )
+            if self.after_delete:
+                self.after_delete(step, self)
         self._settle()
         self.report.seconds["destroy"] = time.monotonic() - started
         return self.report

@@ -17,7 +17,9 @@ network). Any other pod is reported Running and Ready and never finishes.
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import re
 import subprocess
 import sys
@@ -38,6 +40,10 @@ POLL_S = 0.3
 CONTAINER_TIMEOUT_S = 300
 NODE_ADDRESS = "10.0.0.10"  # data only
 ZONE = "us-west-1a"
+NODE_ALLOCATABLE = {"cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "500Gi"}
+_QUANTITY_SUFFIXES = {
+    "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}  # fmt: skip
 
 
 def now() -> str:
@@ -123,10 +129,9 @@ class Node(threading.Thread):
             return
         self._last_heartbeat = time.monotonic()
         stamp = now()
-        capacity = {"cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "500Gi"}
         status = {
-            "capacity": capacity,
-            "allocatable": capacity,
+            "capacity": NODE_ALLOCATABLE,
+            "allocatable": NODE_ALLOCATABLE,
             "addresses": [{"type": "InternalIP", "address": NODE_ADDRESS}, {"type": "Hostname", "address": NODE_NAME}],
             "conditions": [
                 {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "conformance stand-in",
@@ -310,32 +315,91 @@ class Node(threading.Thread):
             files[url] = str(path)
         return files
 
-    def _token(self, pod: dict[str, Any]) -> str:
+    def token(self, pod: dict[str, Any], *, audience: str | None = None, expiration_s: int = 3600) -> str:
+        """A service-account token bound to the pod, as the kubelet requests one for a projected
+        volume (the API server's own audience unless the volume names one)."""
         metadata = pod["metadata"]
         account = pod["spec"].get("serviceAccountName", "default")
-        request = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "expirationSeconds": 3600,
-                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": metadata["name"], "uid": metadata["uid"]},
-            },
+        spec: dict[str, Any] = {
+            "expirationSeconds": expiration_s,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": metadata["name"], "uid": metadata["uid"]},
         }
+        if audience:
+            spec["audiences"] = [audience]
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
         answer = self.kubelet.request("POST", f"/api/v1/namespaces/{metadata['namespace']}/serviceaccounts/{account}/token", request)
         return str(answer["status"]["token"])
 
-    def _volumes(self, pod: dict[str, Any], root: Path) -> dict[str, Path]:
+    def volumes(self, pod: dict[str, Any], root: Path) -> dict[str, Path]:
+        """Every volume of the pod as a folder under `root`, filled as the kubelet fills it:
+        emptyDir (empty), configMap and secret (one file per key, or the items asked for),
+        downwardAPI, and projected (service-account tokens with their audience, configMaps,
+        downwardAPI). Other kinds (hostPath, persistent volumes) stay empty folders."""
         folders = {}
         for volume in pod["spec"].get("volumes", []):
             folder = root / volume["name"]
             folder.mkdir(parents=True)
-            if "configMap" in volume:
-                name = volume["configMap"]["name"]
-                config_map = self.kubelet.get(f"/api/v1/namespaces/{pod['metadata']['namespace']}/configmaps/{name}")
-                for key, value in (config_map.get("data") or {}).items():
-                    (folder / key).write_text(value)
+            sources = volume["projected"].get("sources", []) if "projected" in volume else [volume]
+            for source in sources:
+                for relative, content in self._volume_files(pod, source):
+                    (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / relative).write_text(content)
             folders[volume["name"]] = folder
         return folders
+
+    def _volume_files(self, pod: dict[str, Any], source: dict[str, Any]) -> list[tuple[str, str]]:
+        namespace = pod["metadata"]["namespace"]
+        if "serviceAccountToken" in source:
+            token = source["serviceAccountToken"]
+            audience, expiration = token.get("audience"), token.get("expirationSeconds", 3600)
+            return [(token["path"], self.token(pod, audience=audience, expiration_s=expiration))]
+        if "configMap" in source or "secret" in source:
+            kind = "configMap" if "configMap" in source else "secret"
+            reference = source[kind]
+            name = reference["name"] if kind == "configMap" else reference.get("secretName", reference.get("name"))
+            collection = "configmaps" if kind == "configMap" else "secrets"
+            try:
+                found = self.kubelet.get(f"/api/v1/namespaces/{namespace}/{collection}/{name}")
+            except ApiError as error:
+                if error.status == 404 and reference.get("optional"):
+                    return []
+                raise
+            data = found.get("data") or {}
+            if kind == "secret":
+                data = {key: base64.b64decode(value).decode() for key, value in data.items()}
+            items = reference.get("items") or [{"key": key, "path": key} for key in data]
+            return [(item["path"], data[item["key"]]) for item in items if item["key"] in data]
+        if "downwardAPI" in source:
+            return [(item["path"], self._downward(pod, item)) for item in source["downwardAPI"].get("items", [])]
+        return []
+
+    def _downward(self, pod: dict[str, Any], item: dict[str, Any]) -> str:
+        if "fieldRef" in item:
+            return field_value(pod, item["fieldRef"]["fieldPath"])
+        container = next(c for c in pod["spec"]["containers"] if c["name"] == item["resourceFieldRef"].get("containerName"))
+        return resource_value(container, item["resourceFieldRef"])
+
+    def environment(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        """The container's environment as the kubelet makes it: values with `$(NAME)` of earlier
+        variables expanded, the downward API's fields and resources, ConfigMap and Secret keys."""
+        namespace = pod["metadata"]["namespace"]
+        environment: dict[str, str] = {}
+        for variable in container.get("env", []):
+            name, source = variable["name"], variable.get("valueFrom")
+            if source is None:
+                environment[name] = expand(variable.get("value", ""), environment)
+            elif "fieldRef" in source:
+                environment[name] = field_value(pod, source["fieldRef"]["fieldPath"])
+            elif "resourceFieldRef" in source:
+                environment[name] = resource_value(container, source["resourceFieldRef"])
+            elif "configMapKeyRef" in source or "secretKeyRef" in source:
+                kind = "configMapKeyRef" if "configMapKeyRef" in source else "secretKeyRef"
+                reference = source[kind]
+                collection = "configmaps" if kind == "configMapKeyRef" else "secrets"
+                data = self.kubelet.get(f"/api/v1/namespaces/{namespace}/{collection}/{reference['name']}").get("data") or {}
+                value = data.get(reference["key"], "")
+                environment[name] = base64.b64decode(value).decode() if kind == "secretKeyRef" else value
+        return environment
 
     def _run_job_pod(self, pod: dict[str, Any], address: str) -> None:
         record = self.jobs.setdefault(pod["metadata"]["uid"], JobRecord())
@@ -343,8 +407,8 @@ class Node(threading.Thread):
         try:
             with tempfile.TemporaryDirectory(dir=self.workdir) as scratch:
                 root = Path(scratch)
-                volumes = self._volumes(pod, root / "volumes")
-                kubeconfig = self.plane.kubeconfig_file(token=self._token(pod), name=f"pod-{pod['metadata']['uid']}")
+                volumes = self.volumes(pod, root / "volumes")
+                kubeconfig = self.plane.kubeconfig_file(token=self.token(pod), name=f"pod-{pod['metadata']['uid']}")
                 for container in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
                     run = self._run_container(pod, container, volumes, kubeconfig, root)
                     record.runs.append(run)
@@ -394,6 +458,59 @@ class Node(threading.Thread):
             return ContainerRun(name, container["name"], argv, result.returncode, result.stdout + result.stderr)
         except subprocess.TimeoutExpired:
             return ContainerRun(name, container["name"], argv, 124, f"timed out after {CONTAINER_TIMEOUT_S} s")
+
+
+def parse_quantity(quantity: str) -> float:
+    """A Kubernetes quantity ("500m", "256Mi", "2") as a number of its base unit."""
+    number = quantity.rstrip("".join(sorted({character for suffix in _QUANTITY_SUFFIXES for character in suffix})))
+    return float(number) * _QUANTITY_SUFFIXES.get(quantity[len(number) :], 1)
+
+
+def field_value(pod: dict[str, Any], path: str) -> str:
+    """A downward-API field of the pod. Labels and annotations as a whole are the kubelet's
+    file format: one `key="value"` line per key, sorted (values quoted as Go quotes them: JSON
+    quoting is the same for the ASCII our objects use)."""
+    metadata, spec, status = pod["metadata"], pod["spec"], pod.get("status", {})
+    selected = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+    if selected:
+        return str(metadata.get(selected.group(1), {}).get(selected.group(2), ""))
+    if path in ("metadata.labels", "metadata.annotations"):
+        mapping = metadata.get(path.split(".")[1], {})
+        return "\n".join(f"{key}={json.dumps(mapping[key])}" for key in sorted(mapping))
+    values = {
+        "metadata.name": metadata["name"],
+        "metadata.namespace": metadata["namespace"],
+        "metadata.uid": metadata.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+        "status.hostIP": status.get("hostIP", ""),
+        "status.podIP": status.get("podIP", ""),
+        "status.hostIPs": ",".join(address["ip"] for address in status.get("hostIPs", [])),
+        "status.podIPs": ",".join(address["ip"] for address in status.get("podIPs", [])),
+    }
+    return values[path]
+
+
+def expand(text: str, environment: dict[str, str]) -> str:
+    """Kubernetes' `$(NAME)` expansion: a defined name is replaced, `$$` is a literal `$`, an
+    undefined reference stays as written (k8s.io/kubernetes third_party/forked/golang/expansion)."""
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", lambda m: "$" if m.group(0) == "$$" else environment.get(m.group(1), m.group(0)), text
+    )
+
+
+def resource_value(container: dict[str, Any], reference: dict[str, Any]) -> str:
+    """limits.cpu, requests.memory and the like, rounded up in units of the divisor; a limit
+    the container does not set is the node's allocatable amount, as the kubelet reports it."""
+    kind, resource = reference["resource"].split(".", 1)
+    resources = container.get("resources", {})
+    quantity = resources.get(kind, {}).get(resource)
+    if quantity is None and kind == "requests":
+        quantity = resources.get("limits", {}).get(resource, "0")
+    if quantity is None:
+        quantity = NODE_ALLOCATABLE.get(resource, "0")
+    divisor = reference.get("divisor", "1")
+    return str(math.ceil(parse_quantity(str(quantity)) / parse_quantity(str(divisor))))
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:

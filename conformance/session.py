@@ -5,9 +5,9 @@
         ...
         running.harness.destroy()
 
-Later layers add to a session rather than replace it (issue 16: istiod and Envoy against this API
-server): `after_step` sees each step once it is applied, and `webhooks` decides which webhook
-configurations reach the API server.
+Later layers add to a session rather than replace it (conformance/istio.py: istiod and Envoy against
+this API server): `after_step` sees each step once it is applied and `after_delete` once it is
+deleted again, and `webhooks` decides which webhook configurations reach the API server.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def session(
     *,
     webhooks: WebhookPolicy = leave_out_webhooks,
     after_step: Callable[[Step, Harness], None] | None = None,
+    after_delete: Callable[[Step, Harness], None] | None = None,
 ) -> Iterator[Session]:
     plane = ControlPlane(workdir, binaries or programs.built())
     node: Node | None = None
@@ -55,7 +56,7 @@ def session(
         node.start()
         controllers = Controllers(plane.api())
         controllers.start()
-        harness = Harness(plane, node, controllers, workdir, webhooks=webhooks, after_step=after_step)
+        harness = Harness(plane, node, controllers, workdir, webhooks=webhooks, after_step=after_step, after_delete=after_delete)
         yield Session(plane, node, controllers, harness)
     finally:
         # The control plane is stopped whatever the stand-ins do on their way out: its processes

@@ -1,7 +1,8 @@
 """The admission model: what the cluster does to a pod template we render, before it runs.
 
-1. The mesh's injector adds its containers (the backend's `injected()`, itself checked against
-   ../shared/reference by test_admission.py).
+1. The mesh's injector adds its containers (the backend's `injected()`; App Mesh's checked against
+   ../shared/reference by test_admission.py, Istio's against istiod's own injection in the
+   conformance layer).
 2. Pod Security Admission judges the mutated pod at the namespace's enforced level (it is a
    validating plugin, so it sees the injected containers): the checks of the baseline and
    restricted profiles that a pod spec can fail, as k8s.io/pod-security-admission v0.35.4
@@ -16,14 +17,17 @@ pod starts.
 
 Since the conformance layer (tests/conformance, README "Conformance"), the real kube-apiserver's
 Pod Security admission judges every pod the controller manager makes from our Deployments, Jobs and
-DaemonSets (charts' included), at the namespace's real level. What stays here is what cannot run
-there:
-- the injectors (step 1): App Mesh's runs in its controller, which needs AWS; Istio's is istiod,
-  which the next layer (issue 16) runs. So step 2 stays for pods an injector changes: the API server
-  sees them without their sidecars;
+DaemonSets (charts' included), at the namespace's real level; and for Istio, istiod runs there with
+its webhooks, so Istio's pods reach Pod Security as Istio's own injector changed them. What stays
+here is what cannot run there:
+- App Mesh's injector (step 1), which runs in its controller, which needs AWS; so step 2 stays for
+  App Mesh's pods, which the API server sees without their sidecars;
 - the kubelet's rule (step 3): there is no kubelet, and Pod Security cannot see an image's USER.
-A pod no injector changes is judged by step 3 only (`kubelet_refusals`); its Pod Security verdict is
-the real API server's.
+  The conformance layer applies this same rule to Istio's pods as istiod injected them.
+A pod whose Pod Security the real API server judges (Lattice's, the platform's Jobs and gates, and
+Istio's: INJECTORS_RUN_FOR_REAL) gets step 3 only (`kubelet_refusals`). Istio's picture of its
+injector (`IstioBackend.injected`) is no longer the model's: the conformance layer checks it
+against the pods istiod injects.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from typing import Any
 from mesh.parts import Injection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Backends whose injector the conformance layer runs for real (istiod, with its webhooks), so that
+# Pod Security judges their pods as really injected there (tests/conformance/test_istio.py).
+INJECTORS_RUN_FOR_REAL = frozenset({"istio"})
 LEVELS = ("privileged", "baseline", "restricted")
 # Pod Security Standards, baseline: capabilities a container may add.
 BASELINE_CAPABILITIES = {

@@ -60,7 +60,7 @@ def test_istiod_runs_with_cni_json_access_logs_registry_only_dns_capture_and_tra
                 "opentelemetry": {
                     "service": "cloudwatch-agent.amazon-cloudwatch.svc.cluster.local",
                     "port": 4318,
-                    # Envoy refuses a tracer without a timeout (tests/stacks/test_istio_tracer.py).
+                    # Envoy refuses a tracer without a timeout (tests/conformance/test_istio.py, z1).
                     "http": {"path": "/v1/traces", "timeout": "3s"},
                 },
             }
