@@ -184,6 +184,25 @@ def principals(rules: dict[str, Any]) -> set[str]:
     return names
 
 
+def destination_ports(rules: dict[str, Any]) -> set[int]:
+    """Every destination port an RBAC policy set's permissions name."""
+    ports: set[int] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "destination_port" in node:
+                ports.add(int(node["destination_port"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for policy in rules.get("policies", {}).values():
+        walk(policy.get("permissions", []))
+    return ports
+
+
 def tracing(manager: dict[str, Any]) -> dict[str, Any] | None:
     """The tracer of an HTTP connection manager: provider name, collector URI, cluster, timeout
     and sampling percentage."""

@@ -24,10 +24,12 @@ What it does with each step (conformance/cloudformation.py says what the handler
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,14 @@ WAIT_CAP_S = 180  # no step here needs more; a deploy's own timeouts (5-11 min) 
 DELETE_TIMEOUT_S = 60  # a manifest whose objects are not gone by then waits on something that will not come
 SETTLE_S = 300  # a CRD's instances are emptied by the API server in polls of up to a minute
 STALLED_S = 75
+# The API server's CRD finalizer retries a CRD it could not empty with exponential backoff (its
+# workqueue's default controller rate limiter, up to 1000 s). Right after a CRD's storage is rebuilt
+# the list it needs fails ("storage is (re)initializing"), and a few quick failures put the next try
+# minutes away: a destroy then waited 299 s on cert-manager's CRDs, in 2 of 4 runs. An update to a
+# terminating CRD queues it again at once (crd_finalizer.go updateCustomResourceDefinition), so the
+# destroy touches an annotation of each terminating CRD this often. Only the timing changes.
+NUDGE_S = 10.0
+NUDGE_ANNOTATION = "conformance.appmesh-eks/requeue"
 # Values a controller fills only by calling AWS: (object type, start of the JSON path) -> who.
 NEEDS_AWS = {
     ("service", ".status.loadBalancer"): "a load balancer's address, which the AWS Load Balancer Controller (or EKS's cloud provider) sets",
@@ -531,6 +541,41 @@ class Harness:
     def destroy(self) -> Report:
         """`cdk destroy`: every step in reverse, with the handler's verbs; then what is left."""
         started = time.monotonic()
+        with self._requeuing_terminating_crds():
+            self._destroy_steps()
+            self._settle()
+        self.report.seconds["destroy"] = time.monotonic() - started
+        return self.report
+
+    @contextlib.contextmanager
+    def _requeuing_terminating_crds(self) -> Iterator[None]:
+        """While the destroy runs: every NUDGE_S, a new annotation on each CRD being deleted (see NUDGE_S)."""
+        stop = threading.Event()
+
+        def requeue() -> None:
+            count = 0
+            while not stop.wait(NUDGE_S):
+                count += 1
+                with contextlib.suppress(ApiError, OSError):
+                    for name, crd in self._crds().items():
+                        if crd["metadata"].get("deletionTimestamp"):
+                            with contextlib.suppress(ApiError):  # gone meanwhile
+                                self.api.request(
+                                    "PATCH",
+                                    f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+                                    {"metadata": {"annotations": {NUDGE_ANNOTATION: str(count)}}},
+                                    content_type="application/merge-patch+json",
+                                )
+
+        thread = threading.Thread(target=requeue, name="crd-requeue", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+
+    def _destroy_steps(self) -> None:
         for applied in reversed(self.report.applied):
             step, action = applied.step, applied.step.action
             if isinstance(action, Manifest) and applied.manifest_file:
@@ -550,9 +595,6 @@ class Harness:
                 )
             if self.after_delete:
                 self.after_delete(step, self)
-        self._settle()
-        self.report.seconds["destroy"] = time.monotonic() - started
-        return self.report
 
     def _uninstall(self, applied: Applied, action: HelmRelease) -> None:
         kept = [

@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 from charts.istio import COLLECTOR_HOST
-from components.istio import COLLECTOR_PORT
 from components.istio import NAMESPACE as ISTIO_NAMESPACE
 
 from . import binaries as toolchain
@@ -95,7 +94,7 @@ COLLECTOR_STAND_IN = [
             "selector": {"app.kubernetes.io/name": "cloudwatch-agent"},
             "ports": [
                 {"name": "otlp-grpc", "port": 4317, "protocol": "TCP"},
-                {"name": "otlp-http", "port": COLLECTOR_PORT, "protocol": "TCP"},
+                {"name": "otlp-http", "port": 4318, "protocol": "TCP"},
             ],
         },
     },

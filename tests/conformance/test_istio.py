@@ -26,19 +26,19 @@ import yaml
 from backends import backend_named
 from backends.istio import PROXY_IMAGE
 from charts.istio import service_host
-from config.policies import retry_events
-from conformance import envoy_config
+from config.policies import retry_events, retry_on
+from conformance import cloudformation, envoy_config
 from conformance.cloudformation import HelmRelease, Manifest
 from conformance.envoy_config import Config
 from conformance.harness import summary
-from conformance.istio import LISTENERS, TEST_ONLY_VALUES, IstioLayer, is_istiod
+from conformance.istio import LISTENERS, TEST_ONLY_VALUES, IstioLayer, is_istiod, merged
 from conformance.kubelet import wait_for
 from conformance.proxies import Proxy
 from mesh.names import MeshNames, mesh_names
 from mesh.parity import callers, retry_form
 from mesh.parts import Injection
 from tests.charts.admission import kubelet_refusals
-from tests.conformance.conftest import ASSET_IMAGE, Deployed, deploy, synthesized_config
+from tests.conformance.conftest import ASSET_IMAGE, Deployed, assemblies, deploy, synthesized_config
 
 pytestmark = pytest.mark.conformance
 
@@ -202,6 +202,22 @@ def test_the_backends_picture_of_the_injector_is_istiods_own(istio: Deployed, me
             assert sysctl in spec["securityContext"].get("sysctls", []), name
 
 
+def test_every_injected_proxy_is_pointed_at_istiods_service(istio: Deployed) -> None:
+    """The proxies here reach istiod over a bridge (a test-only address); what istiod injected, and
+    a pod would use, is its revision's Service on 15012 for xDS and certificates, which the chart
+    made with that port."""
+    expected = "istiod-1-31.istio-system.svc:15012"
+    pods = _namespace_pods(istio, mesh_names(synthesized_config(BACKEND)).namespace)
+    assert pods
+    for pod in pods:
+        (proxy,) = [c for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]] if c["name"] == "istio-proxy"]
+        env = {e["name"]: e.get("value") for e in proxy.get("env", [])}
+        assert json.loads(env["PROXY_CONFIG"]).get("discoveryAddress") == expected, pod["metadata"]["name"]
+        assert env.get("CA_ADDR", expected) == expected, pod["metadata"]["name"]  # unset: the agent uses discoveryAddress
+    service = istio.running.harness.api.get("/api/v1/namespaces/istio-system/services/istiod-1-31")
+    assert 15012 in {port["port"] for port in service["spec"]["ports"]}
+
+
 def test_the_kubelet_would_start_every_injected_pod(istio: Deployed, mesh: Mesh) -> None:
     """The one rule no API server judges (the kubelet's runAsNonRoot against the image's user),
     from the admission model, applied to the pods as istiod injected them. No image's USER is
@@ -246,12 +262,22 @@ def _routes(mesh: Mesh, virtual_service: str, *, gateway_prefix: str | None = No
             "prefix": route.prefix if gateway_prefix is None else gateway_prefix + route.prefix[1:],
             "targets": _shares({service_host(target, mesh.names): weight for target, weight in route.targets}),
             "timeout_ms": route.timeout_ms,
-            "retry": retry_form(route.retry),
+            "retry": _retry(route.retry),
         }
         if gateway_prefix is not None:
             form["rewrite"] = route.prefix
         found.append(form)
-    return sorted(found, key=lambda form: form["prefix"])
+    # Envoy takes the first route that matches: the longest prefix must come first.
+    return sorted(found, key=lambda form: (-len(form["prefix"]), form["prefix"]))
+
+
+def _retry(policy: Any) -> dict[str, Any] | None:
+    """The topology's retry policy as compared with Envoy's: its events, and the exact conditions
+    (no more, no fewer) Envoy is given for them."""
+    form = retry_form(policy)
+    if form is not None:
+        form["conditions"] = sorted(retry_on(policy).split(","))
+    return form
 
 
 def _envoy_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -266,9 +292,10 @@ def _envoy_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "max_retries": retry["max_retries"],
                 "per_retry_timeout_ms": retry["per_retry_timeout_ms"],
                 "events": retry_events(retry["retry_on"]),
+                "conditions": sorted(retry["retry_on"].split(",")),
             }
         found.append(form)
-    return sorted(found, key=lambda form: form["prefix"])
+    return found  # in Envoy's order
 
 
 def test_the_gateway_listens_on_its_port_and_routes_each_prefix_as_the_topology_says(envoy: dict[str, Config], mesh: Mesh) -> None:
@@ -281,7 +308,7 @@ def test_the_gateway_listens_on_its_port_and_routes_each_prefix_as_the_topology_
     (host,) = config.routes[f"http.{gateway.port}"]["virtual_hosts"]
     expected = sorted(
         (form for route in gateway.routes for form in _routes(mesh, route.virtual_service, gateway_prefix=route.prefix)),
-        key=lambda form: form["prefix"],
+        key=lambda form: (-len(form["prefix"]), form["prefix"]),
     )
     assert _envoy_routes(host["routes"]) == expected
 
@@ -335,7 +362,11 @@ def test_every_inbound_port_requires_mtls_but_an_exposed_services(envoy: dict[st
     assert mesh.topology.mtls == "strict"
     for service in mesh.topology.services:
         chains = envoy_config.inbound_chains(envoy[service.name])
-        plain = sorted((chain.port, chain.transport) for chain in chains if not chain.client_certificate_required)
+        assert chains, f"{service.name} has no inbound chain"
+        plain = sorted(
+            ((chain.port, chain.transport) for chain in chains if not chain.client_certificate_required),
+            key=lambda c: (c[0] or 0, c[1] or ""),
+        )
         expected = [] if service.exposure == "none" else [(service.port, "raw_buffer")]
         assert plain == expected, service.name
         assert any(chain.port == service.port and chain.client_certificate_required for chain in chains), service.name
@@ -362,9 +393,12 @@ def test_each_authorization_policy_admits_exactly_the_declared_callers(istio: De
         policy = policies[service.name]
         named = {f"spiffe://{p}" for rule in policy["spec"]["rules"] for f in rule["from"] for p in f["source"]["principals"]}
         assert named == {f"spiffe://cluster.local/ns/{mesh.names.namespace}/sa/{caller}" for caller in declared[service.name]}
+        assert any(chain.port == service.port for chain in chains), f"{service.name}: no mTLS chain on its port {service.port}"
         for chain in chains:
             assert [rules.get("action", "ALLOW") for rules in chain.rbac] == ["ALLOW"], (service.name, chain.name)
             assert envoy_config.principals(chain.rbac[0]) == named, (service.name, chain.name)
+            # The callers are admitted on the service's port only (the policy's `to.operation.ports`).
+            assert envoy_config.destination_ports(chain.rbac[0]) == {service.port}, (service.name, chain.name)
 
 
 def test_registry_only_leaves_no_passthrough_and_each_sidecar_knows_only_its_backends(envoy: dict[str, Config], mesh: Mesh) -> None:
@@ -399,19 +433,17 @@ def test_every_http_connection_manager_traces_with_a_timeout_and_logs_json(envoy
     """The Telemetry's tracer (the OpenTelemetry provider of istiod's values, with its timeout:
     without one, Envoy refuses the listener) and the mesh's access log, on every HTTP connection
     manager of every proxy."""
-    mesh_config = mesh.istiod_values["meshConfig"]
-    (provider,) = mesh_config["extensionProviders"]
-    otel = provider["opentelemetry"]
+    # Written out, not read from the values under test: the CloudWatch agent's OTLP/HTTP port (the
+    # add-on operator's 4318), the timeout Envoy requires, the Telemetry's 10 %, JSON to stdout.
+    collector = "cloudwatch-agent.amazon-cloudwatch.svc.cluster.local"
     expected_tracer = {
         "provider": "envoy.tracers.opentelemetry",
-        "uri": f"{otel['service']}{otel['http']['path']}",
-        "cluster": f"outbound|{otel['port']}||{otel['service']}",
-        "timeout": otel["http"]["timeout"],
-        "sampling": _telemetry_sampling(mesh),
+        "uri": f"{collector}/v1/traces",
+        "cluster": f"outbound|4318||{collector}",
+        "timeout": "3s",
+        "sampling": 10.0,
     }
-    expected_log = [
-        {"logger": "envoy.access_loggers.file", "path": mesh_config["accessLogFile"], "json": mesh_config["accessLogEncoding"] == "JSON"}
-    ]
+    expected_log = [{"logger": "envoy.access_loggers.file", "path": "/dev/stdout", "json": True}]
     checked = 0
     for name, config in envoy.items():
         for listener, manager in envoy_config.http_managers(config):
@@ -421,18 +453,15 @@ def test_every_http_connection_manager_traces_with_a_timeout_and_logs_json(envoy
     assert checked
 
 
-def _telemetry_sampling(mesh: Mesh) -> float:
-    from charts.istio import platform_objects
-
-    (telemetry,) = [obj for obj in platform_objects(mesh.topology, mesh.names) if obj["kind"] == "Telemetry"]
-    return float(telemetry["spec"]["tracing"][0]["randomSamplingPercentage"])
-
-
 def test_only_the_istio_only_extensions_are_turned_off(mesh: Mesh) -> None:
     """The test-only values, and nothing else, differ from what the app deploys (README lists
     what each leaves untested)."""
-    assert mesh.istiod_values["env"].items() >= TEST_ONLY_VALUES["env"].items()
-    assert mesh.istiod_values["telemetry"] == TEST_ONLY_VALUES["telemetry"]
+    (deployed,) = [step.action for step in cloudformation.read(assemblies() / BACKEND) if is_istiod(step)]
+    assert isinstance(deployed, HelmRelease)
+    # The app sets none of these keys (so nothing it deploys is overridden unseen) ...
+    assert "telemetry" not in deployed.values and not set(deployed.values.get("env", {})) & set(TEST_ONLY_VALUES["env"])
+    # ... and the values istiod ran with are the app's plus these, and nothing more.
+    assert mesh.istiod_values == merged(deployed.values, TEST_ONLY_VALUES)
 
 
 # -- istioctl analyze ---------------------------------------------------------------------------
@@ -448,6 +477,22 @@ def _analyze(istio: Deployed, *arguments: str) -> list[dict[str, Any]]:
 
 def _lines(messages: list[dict[str, Any]], *levels: str) -> list[str]:
     return [f"{m['level']} [{m['code']}] ({m.get('origin', '')}) {m['message']}" for m in messages if m["level"] in levels]
+
+
+# Every Info line is one the README explains; a new one (e.g. IST0118 on a Service of ours whose
+# port name hides its protocol) fails the test. IST0164: the test-only URL of each webhook.
+WEBHOOK_URL_INFOS = sorted(
+    [
+        ("IST0164", "MutatingWebhookConfiguration istio-sidecar-injector-1-31"),
+        ("IST0164", "MutatingWebhookConfiguration istio-sidecar-injector-1-31"),
+        ("IST0164", "ValidatingWebhookConfiguration istio-validator-1-31-istio-system"),
+        ("IST0164", "ValidatingWebhookConfiguration istiod-default-validator"),
+    ]
+)
+
+
+def _infos(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((m["code"], m.get("origin", "")) for m in messages if m["level"] == "Info")
 
 
 def _every_object_file(istio: Deployed) -> Path:
@@ -466,6 +511,7 @@ def test_istioctl_analyze_offline_finds_no_error_or_warning(istio: Deployed) -> 
     messages = _analyze(istio, "--use-kube=false", "--all-namespaces", str(_every_object_file(istio)))
     (istio.workdir / "analyze" / "offline.json").write_text(json.dumps(messages, indent=1))
     assert _lines(messages, "Error", "Warning") == []
+    assert _infos(messages) == WEBHOOK_URL_INFOS
 
 
 def test_istioctl_analyze_against_the_cluster_finds_no_error_or_warning(istio: Deployed, mesh: Mesh) -> None:
@@ -476,6 +522,17 @@ def test_istioctl_analyze_against_the_cluster_finds_no_error_or_warning(istio: D
     messages = _analyze(istio, *_against_the_cluster(istio, mesh))
     (istio.workdir / "analyze" / "cluster.json").write_text(json.dumps(messages, indent=1))
     assert _lines(messages, "Error", "Warning") == []
+    assert _infos(messages) == sorted(
+        [
+            *WEBHOOK_URL_INFOS,
+            # Namespaces without injection, neither ours: Kubernetes' and the CloudWatch add-on's.
+            ("IST0102", "Namespace amazon-cloudwatch"),
+            ("IST0102", "Namespace default"),
+            # The add-on operator's port names (otlp-grpc, otlp-http): Istio sniffs their protocol.
+            ("IST0118", "Service amazon-cloudwatch/cloudwatch-agent"),
+            ("IST0118", "Service amazon-cloudwatch/cloudwatch-agent"),
+        ]
+    )
 
 
 def _against_the_cluster(istio: Deployed, mesh: Mesh) -> list[str]:
@@ -535,7 +592,8 @@ def test_z1_a_tracer_without_a_timeout_is_refused_by_every_proxy_and_taken_once_
         assert f"istio-{revision}" in changed and f"istio-sidecar-injector-{revision}" not in changed  # the mesh config
 
         def every_proxy_refuses() -> bool:
-            return all(refusal in error for error in _listener_errors(layer).values())
+            errors = _listener_errors(layer)
+            return set(errors) == set(layer.proxies) and all(refusal in error for error in errors.values())
 
         assert wait_for(every_proxy_refuses, RELOAD_TIMEOUT_S, interval_s=1.0), _listener_errors(layer)
         for name, proxy in layer.proxies.items():
@@ -585,12 +643,14 @@ def _dry_run(istio: Deployed, *objects: dict[str, Any]) -> list[str]:
 def test_z3_a_root_init_container_from_the_injector_is_refused_by_pod_security_and_admitted_with_istio_cni(
     istio: Deployed, mesh: Mesh
 ) -> None:
-    """With istio-cni off (istiod rendered with `cni.enabled: false`), the injector adds
-    `istio-init`, root with NET_ADMIN and NET_RAW, to every pod: Pod Security `restricted` refuses
-    the pods of a Deployment whose pod says `runAsNonRoot: true`, whatever the pod says (the init
-    container's own fields decide). With istio-cni, as the app deploys it, the same Deployment's
-    pods are admitted. (The kubelet's check of an image's user is not the API server's: the
-    admission model keeps it.)"""
+    """The first P0's shape under Istio: a pod that says `runAsNonRoot: true`, under an injector
+    whose init container runs as root. With istio-cni off (istiod rendered with `cni.enabled:
+    false`), the injector adds `istio-init`, root with NET_ADMIN and NET_RAW, which sets its own
+    `runAsNonRoot: false` (so, unlike App Mesh's proxyinit, it does not inherit the pod's): Pod
+    Security `restricted` refuses the pods on the init container's own fields. With istio-cni, as
+    the app deploys it, the same Deployment's pods are admitted and Running, and the kubelet's
+    runAsNonRoot rule (the admission model's, which no API server applies) passes on every
+    container of the pod as istiod injected it."""
     layer, harness = _layer(istio), istio.running.harness
     step = istio.step("/Service-nodejs/")
     assert isinstance(step.action, Manifest)
@@ -650,6 +710,8 @@ def test_z3_a_root_init_container_from_the_injector_is_refused_by_pod_security_a
             return bool(live.get("status", {}).get("readyReplicas", 0) == 1)
 
         assert wait_for(ready, RELOAD_TIMEOUT_S), "the Deployment's pods are not admitted under istio-cni"
+        pods = harness.api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"app={probe['metadata']['name']}")["items"]
+        assert pods and all(kubelet_refusals(pod, Injection(), {}) == [] for pod in pods), pods
     finally:
         istio.running.plane.kubectl("delete", "-f", str(path), "--ignore-not-found", "--timeout=60s")
 
