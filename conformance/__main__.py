@@ -17,12 +17,18 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from . import binaries, charts, cloudformation
-from .cluster import ClusterError
-from .harness import summary
-from .istio import IstioError, IstioLayer, is_istiod
-from .proxies import ProxyError
-from .session import session
+from app import use_venv_node
+
+# Before anything loads aws_cdk (charts reads the Istio values): jsii on the venv's Node, not the
+# machine's Node 20, which makes it print an end-of-life banner.
+use_venv_node()
+
+from . import binaries, charts, cloudformation  # noqa: E402
+from .cluster import ClusterError  # noqa: E402
+from .harness import summary  # noqa: E402
+from .istio import IstioError, IstioLayer, is_istiod  # noqa: E402
+from .proxies import ProxyError  # noqa: E402
+from .session import session  # noqa: E402
 
 
 def _manifest_objects(step: cloudformation.Step) -> tuple[dict[str, Any], ...]:
