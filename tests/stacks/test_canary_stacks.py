@@ -769,3 +769,30 @@ def test_the_analysis_build_judges_and_exports_its_verdict(
     assert lines[-2] == f"canary verdict for step 2: {verdict}"
     assert any(line.startswith("canary nodejsv2 vs nodejs at step 2 of 3 (1:1): ") for line in lines)
     assert all(header is not None and header.startswith("AWS4-HMAC-SHA256 ") for header in fake.authorizations)
+
+
+def _readme_step_examples() -> list[list[str]]:
+    """The README's examples of a pipeline canary step's output (Metric-gated canary): each a list
+    of the step's own lines (`canary: ...`)."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    section = text[text.index("What the pipeline's step prints when step 2 is promoted") :]
+    blocks = re.findall(r"```\n(canary: analysis of.*?)```", section, flags=re.S)[:2]
+    return [[line for line in block.splitlines() if line.startswith("canary: ") and "waiting" not in line] for block in blocks]
+
+
+@pytest.mark.parametrize(("example", "verdict", "code"), [(0, "promote", 0), (1, "roll back", 1)], ids=["promote", "roll-back"])
+def test_the_readmes_step_examples_are_what_the_step_prints(
+    pipeline_synth: Synthesized, tmp_path: Path, example: int, verdict: str, code: int
+) -> None:
+    """Each `canary:` line of the README's examples, as the step prints it (the build id and the
+    fingerprint written as placeholders there; the settle line is the analysis tool's own)."""
+    log = [f"canary verdict for step 2: {verdict}"]
+    with fake_aws(FakeAws(statuses=["SUCCEEDED"], verdict=verdict, log_lines=log)) as fake:
+        run = run_step(tmp_path, _buildspec(pipeline_synth, "--step 2 "), fake)
+    assert run.code == code, run.output
+    printed = [
+        re.sub(r'"fingerprint": "[0-9a-f]{64}"', '"fingerprint": "..."', re.sub(r"build \S+$", "build <build id>", line))
+        for line in run.output.splitlines()
+        if line.startswith("canary: ")
+    ]
+    assert printed == _readme_step_examples()[example]
