@@ -165,42 +165,25 @@ def inbound_chains(config: Config) -> list[InboundChain]:
     return found
 
 
+def _every(node: Any, key: str) -> list[Any]:
+    """Every value of `key` anywhere in a nested config (an RBAC policy's trees of and/or rules)."""
+    if isinstance(node, dict):
+        return ([node[key]] if key in node else []) + [found for value in node.values() for found in _every(value, key)]
+    if isinstance(node, list):
+        return [found for value in node for found in _every(value, key)]
+    return []
+
+
 def principals(rules: dict[str, Any]) -> set[str]:
     """Every exact principal (SPIFFE identity) an RBAC policy set names."""
-    names: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if "authenticated" in node:
-                names.add(node["authenticated"]["principal_name"]["exact"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    for policy in rules.get("policies", {}).values():
-        walk(policy.get("principals", []))
-    return names
+    policies = rules.get("policies", {}).values()
+    return {found["principal_name"]["exact"] for policy in policies for found in _every(policy.get("principals", []), "authenticated")}
 
 
 def destination_ports(rules: dict[str, Any]) -> set[int]:
     """Every destination port an RBAC policy set's permissions name."""
-    ports: set[int] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if "destination_port" in node:
-                ports.add(int(node["destination_port"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    for policy in rules.get("policies", {}).values():
-        walk(policy.get("permissions", []))
-    return ports
+    policies = rules.get("policies", {}).values()
+    return {int(port) for policy in policies for port in _every(policy.get("permissions", []), "destination_port")}
 
 
 def tracing(manager: dict[str, Any]) -> dict[str, Any] | None:

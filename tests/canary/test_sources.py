@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from canary.__main__ import main
 from canary.sources import EnvoySource, SourceError, envoy_observed, observed_between, parse_prometheus_text
 from canary.stats import INF
+from tests.loopback import serving
 
 SPEC = {
     "virtual_service": "nodejs",
@@ -103,12 +103,8 @@ def prometheus(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, FakeProme
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/workspaces/ws-1/", fake
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}/workspaces/ws-1/", fake
 
 
 @pytest.fixture

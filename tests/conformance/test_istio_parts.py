@@ -137,3 +137,48 @@ def test_an_envoy_route_reads_as_the_mesh_speaks_of_routes() -> None:
     # Istio writes "no timeout" as 0s and "no retries" as zero of them.
     route["route"].update(timeout="0s", retry_policy={"num_retries": 0})
     assert (envoy_config.route_form(route)["timeout_ms"], envoy_config.route_form(route)["retry"]) == (None, None)
+
+
+def test_an_rbac_filter_reads_as_its_principals_and_ports() -> None:
+    """The shape istiod gives an ALLOW policy's rule: or/and trees of principals and permissions
+    (what test_istio.py reads from each sidecar's inbound chains)."""
+    rules = {
+        "policies": {
+            "ns[lab-appmesh]-policy[nodejs]-rule[0]": {
+                "permissions": [{"and_rules": {"rules": [{"or_rules": {"rules": [{"destination_port": 3000}]}}]}}],
+                "principals": [
+                    {
+                        "and_ids": {
+                            "ids": [
+                                {
+                                    "or_ids": {
+                                        "ids": [
+                                            {
+                                                "authenticated": {
+                                                    "principal_name": {"exact": "spiffe://cluster.local/ns/lab-appmesh/sa/frontend"}
+                                                }
+                                            },
+                                            {
+                                                "authenticated": {
+                                                    "principal_name": {"exact": "spiffe://cluster.local/ns/lab-appmesh/sa/ingress-gw"}
+                                                }
+                                            },
+                                        ]
+                                    }
+                                }
+                            ]
+                        }
+                    }
+                ],
+            }
+        }
+    }
+    assert envoy_config.principals(rules) == {
+        "spiffe://cluster.local/ns/lab-appmesh/sa/frontend",
+        "spiffe://cluster.local/ns/lab-appmesh/sa/ingress-gw",
+    }
+    assert envoy_config.destination_ports(rules) == {3000}
+    assert (envoy_config.principals({}), envoy_config.destination_ports({"policies": {"p": {"permissions": [{"any": True}]}}})) == (
+        set(),
+        set(),
+    )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from localmesh.bench import percentile, send_requests
+from tests.loopback import serving
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -35,12 +35,8 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[int]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Hello) as port:
+        yield port
 
 
 def test_send_requests_sends_exactly_count_with_the_host_header(server: int) -> None:

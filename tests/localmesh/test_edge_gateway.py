@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from envoyconfig.render import render_edge_gateway
 from localmesh.processes import free_port
 from localmesh.runner import EnvoyProcess, get, validate_envoy_config
+from tests.loopback import serving
 from tests.unit.test_settings import backend_config
 
 ZONE = "appmeshworkshop.hosted.local"
@@ -52,12 +52,8 @@ def upstream() -> Iterator[tuple[int, list[dict[str, Any]]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1], seen
-    finally:
-        server.shutdown()
+    with serving(Echo) as port:
+        yield port, seen
 
 
 @pytest.mark.integration

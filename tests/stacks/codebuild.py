@@ -18,13 +18,14 @@ import os
 import shutil
 import struct
 import subprocess
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.loopback import serving
 
 # What the synth and canary steps' image (public.ecr.aws/docker/library/python:3.11.7-bookworm)
 # provides that they call: Python 3.11 with pip, GNU make (the image is built on buildpack-deps),
@@ -234,15 +235,9 @@ def fake_aws(fake: FakeAws) -> Iterator[FakeAws]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(Handler) as port:
+        fake.url = f"http://127.0.0.1:{port}"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def aws_environment(fake: FakeAws, home: Path) -> dict[str, str]:

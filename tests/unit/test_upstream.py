@@ -7,7 +7,6 @@ import contextlib
 import http.server
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 import upstream
 from tests.conftest import PROJECT_ROOT
+from tests.loopback import serving
 
 # Two made-up upstream files, so these tests need neither ../shared nor the network.
 _ONE = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\n"
@@ -55,13 +55,8 @@ def serve(root: Path) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

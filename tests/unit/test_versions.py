@@ -10,7 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from scripts import versions
 from tests.conftest import PROJECT_ROOT
+from tests.loopback import serving
 
 GO_LISTS = {
     "istio.io/api": ["v1.31.3", "v1.31.4", "v1.32.0", "v1.33.0-alpha.0"],
@@ -53,11 +53,8 @@ class Registry(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def registry() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(Registry) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
