@@ -95,11 +95,9 @@ class Step:
         return f"{self.stack}/{self.logical_id}"
 
 
-def _stack_order(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any], set[str]]]:
-    """The stacks in deploy order, each with every stack it waits for (directly or not)."""
-    stacks = {name: a for name, a in manifest["artifacts"].items() if a.get("type") == "aws:cloudformation:stack"}
-    if not stacks:
-        raise AssemblyError("cdk.out: manifest.json lists no CloudFormation stack (was the app synthesized?)")
+def _dependency_order(direct: dict[str, list[str]], what: str) -> dict[str, set[str]]:
+    """Each node's transitive dependencies, keyed in an order that puts every node after what it
+    depends on (the keys' own order breaks ties). A circle is one line naming a node on it."""
     closure: dict[str, set[str]] = {}
     visiting: set[str] = set()
 
@@ -107,18 +105,27 @@ def _stack_order(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any], se
         if name in closure:
             return closure[name]
         if name in visiting:
-            raise AssemblyError(f"cdk.out: stacks depend on each other in a circle through {name}")
+            raise AssemblyError(f"cdk.out: {what} depend on each other in a circle through {name}")
         visiting.add(name)
         found: set[str] = set()
-        for dependency in stacks[name].get("dependencies", []):
-            if dependency in stacks:
-                found |= {dependency, *visit(dependency)}
+        for dependency in direct[name]:
+            found |= {dependency, *visit(dependency)}
         visiting.discard(name)
         closure[name] = found
         return found
 
-    for name in stacks:  # manifest order breaks ties, as the CLI's does
+    for name in direct:
         visit(name)
+    return closure
+
+
+def _stack_order(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any], set[str]]]:
+    """The stacks in deploy order, each with every stack it waits for (directly or not)."""
+    stacks = {name: a for name, a in manifest["artifacts"].items() if a.get("type") == "aws:cloudformation:stack"}
+    if not stacks:
+        raise AssemblyError("cdk.out: manifest.json lists no CloudFormation stack (was the app synthesized?)")
+    # Manifest order breaks ties, as the CLI's does.
+    closure = _dependency_order({name: [d for d in a.get("dependencies", []) if d in stacks] for name, a in stacks.items()}, "stacks")
     return [(name, stacks[name], closure[name]) for name in closure]
 
 
@@ -150,27 +157,9 @@ def _resource_order(template: dict[str, Any]) -> tuple[list[str], dict[str, set[
         named = set([depends] if isinstance(depends, str) else depends)
         named |= set(_references(resource.get("Properties", {})))
         direct[logical_id] = {name for name in named if name in resources and name != logical_id}
-    closure: dict[str, set[str]] = {}
-    ordered: list[str] = []
-    visiting: set[str] = set()
-
-    def visit(logical_id: str) -> set[str]:
-        if logical_id in closure:
-            return closure[logical_id]
-        if logical_id in visiting:
-            raise AssemblyError(f"cdk.out: resources depend on each other in a circle through {logical_id}")
-        visiting.add(logical_id)
-        found: set[str] = set()
-        for dependency in sorted(direct[logical_id], key=list(resources).index):
-            found |= {dependency, *visit(dependency)}
-        visiting.discard(logical_id)
-        closure[logical_id] = found
-        ordered.append(logical_id)
-        return found
-
-    for logical_id in resources:
-        visit(logical_id)
-    return ordered, closure
+    order = list(resources)
+    closure = _dependency_order({name: sorted(names, key=order.index) for name, names in direct.items()}, "resources")
+    return list(closure), closure
 
 
 class Resolver:

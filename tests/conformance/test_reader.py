@@ -133,3 +133,13 @@ def test_helm_is_the_version_the_cdk_kubectl_handler_bundles() -> None:
         assert member
         readme = member.read().decode()
     assert f"Helm Version: {binaries.programs()['helm'].version.lstrip('v')}" in readme
+
+
+def test_the_deploy_order_puts_each_node_after_what_it_waits_for_and_refuses_a_circle() -> None:
+    from conformance.cloudformation import AssemblyError, _dependency_order
+
+    closure = _dependency_order({"routing": ["services", "platform"], "services": ["platform"], "platform": [], "network": []}, "stacks")
+    assert list(closure) == ["platform", "services", "routing", "network"]  # the keys' order breaks ties
+    assert closure["routing"] == {"services", "platform"} and closure["network"] == set()
+    with pytest.raises(AssemblyError, match=r"^cdk.out: resources depend on each other in a circle through a$"):
+        _dependency_order({"a": ["b"], "b": ["a"]}, "resources")
