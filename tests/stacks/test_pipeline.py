@@ -27,6 +27,15 @@ def pipeline_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 
 @pytest.fixture(scope="module")
+def istio_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """An Istio pipeline that logs its image builds in to Docker Hub (one synth, two tests)."""
+    return synthesize(
+        tmp_path_factory.mktemp("istio-pipeline"),
+        {**PIPELINE, "mesh_backend": "istio", "pipeline_docker_hub_secret": "dockerhub/appmesh-eks"},
+    )
+
+
+@pytest.fixture(scope="module")
 def pipeline_template(pipeline_synth: Synthesized) -> dict[str, Any]:
     return pipeline_synth.template_json(pipeline_synth.application)
 
@@ -249,10 +258,10 @@ def test_pipeline_defaults_dev_then_prod_with_approval_and_protection() -> None:
     )
 
 
-def test_the_same_stage_definition_deploys_istio(tmp_path: Path) -> None:
+def test_the_same_stage_definition_deploys_istio(istio_pipeline: Synthesized, tmp_path: Path) -> None:
     """The backend is a setting the pipeline replays: an Istio pipeline's stage is the direct
     Istio synth, stack for stack."""
-    staged = synthesize(tmp_path / "pipeline", {**PIPELINE, "mesh_backend": "istio"})
+    staged = istio_pipeline
     direct = synthesize(
         tmp_path / "direct",
         {"account": "123456789012", "cluster_name": "app-mesh-dev", "mesh_name": "app-mesh-dev", "mesh_backend": "istio"},
@@ -318,18 +327,20 @@ def _docker_credentials(project: dict[str, Any]) -> dict[str, Any] | None:
     return json.loads(shlex.split(written[0])[1]) if written else None
 
 
-def test_a_docker_hub_secret_logs_the_asset_builds_in(tmp_path: Path) -> None:
+def test_a_docker_hub_secret_logs_the_asset_builds_in(istio_pipeline: Synthesized) -> None:
     """docker.io allows an anonymous address 10 pulls an hour and CodeBuild's addresses are shared:
     with `pipeline_docker_hub_secret`, every project that builds an image logs in with the secret."""
-    synthesized = synthesize(tmp_path, {**PIPELINE, "pipeline_docker_hub_secret": "dockerhub/appmesh-eks"})
-    template = synthesized.template_json(synthesized.application)
+    template = istio_pipeline.template_json(istio_pipeline.application)
     resources = template["Resources"].values()
     builds = [
         r["Properties"] for r in resources if r["Type"] == "AWS::CodeBuild::Project" and r["Properties"]["Environment"]["PrivilegedMode"]
     ]
     secret = "arn:aws:secretsmanager:us-west-1:123456789012:secret:dockerhub/appmesh-eks"
-    # App Mesh here; Istio adds its three mirrored images (each FROM docker.io/istio).
+    # The services' images (FROM ruby, node, crystallang) and Istio's mirrors (FROM docker.io/istio).
     assert sorted(p["Description"].rsplit("/", 1)[1] for p in builds) == [
+        "Istio_install-cni_1.31.4_image",
+        "Istio_pilot_1.31.4_image",
+        "Istio_proxyv2_1.31.4_image",
         "crystal_image",
         "frontend_image",
         "nodejs_image",
